@@ -1,0 +1,5 @@
+// Regenerates tests/fixtures/ms-2.1.3-golden.json: npm install ms@2.1.3 && node scripts/ms-golden.js
+const ms = require('ms');
+const inputs = ["1h","7d","24h","90m","1.5h","2 days","2days","1 day","60s","60","1000","1m","1 minute","2 minutes","3 mins","1 min","10 secs","10 sec","10 seconds","1 second","100 ms","100 msecs","100 msec","100 milliseconds","1 millisecond","1w","1 week","2 weeks","1y","1 year","2 yrs","1 yr","1 hr","2 hrs","1 hour","3 hours","1H","1D","1 DAYS","1 Day","-1h","-1","0","0h",".5h","1.","1.h","1..5h","1 h","1  h","1h "," 1h","1e3","1e3h","abc","","h","1x","1hh","+1h","01h","1.50h","1,5h","NaN","Infinity","1000y","  ","1 d","1\th","30d","30 days","31d","720h","43200m","2592000s","2592001s","59s","59.999s","60.5s","1.0001m","0.5d","-.5h","1-h","1_000h", "x".repeat(101), "1".repeat(100), "1".repeat(101)+"ms"];
+const out = inputs.map(i => ({input: i, ms: (() => { try { const v = ms(i); return v === undefined || Number.isNaN(v) ? null : v; } catch (e) { return null; } })()}));
+console.log(JSON.stringify(out, null, 1));

@@ -1,0 +1,325 @@
+//! Chat tokens: HS256 JWTs whose header is byte for byte the documented one.
+//!
+//! The header is a constant rather than a serialised struct because the contract fixes its
+//! bytes (`{"alg":"HS256","typ":"JWT"}`, the prefix `eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9`),
+//! and jsonwebtoken writes `typ` before `alg`. jsonwebtoken still does the cryptography
+//! (HMAC-SHA256 and its constant-time check). Verification accepts only that exact header,
+//! which refuses `none` in every spelling, other algorithms and any added header field in
+//! one comparison; claims are then checked here against our own clock, with an explicit
+//! leeway (jsonwebtoken's own validation would add 60 s unless told otherwise, and never
+//! looks at `iat`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::{Deserialize, Serialize};
+
+pub const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The internal user id (`user.id` in the token response).
+    pub sub: String,
+    #[serde(rename = "companyId")]
+    pub company_id: String,
+    #[serde(rename = "agentId")]
+    pub agent_id: String,
+    /// The API key that minted the token: revoking the key kills the token.
+    #[serde(rename = "keyId")]
+    pub key_id: String,
+    /// The user's token version at minting; invalidation raises the user's version.
+    pub ver: i64,
+    /// Which signing key signed it. A claim, not a `kid` header, so the header stays as
+    /// documented.
+    pub skid: String,
+    pub iss: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Why a token was refused before any revocation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Invalid(&'static str),
+    Expired,
+}
+
+pub struct SigningKey {
+    pub id: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl SigningKey {
+    pub fn new(id: String, secret: &[u8]) -> Self {
+        SigningKey {
+            id,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+}
+
+/// The signing keys this server knows: the newest signs, every one verifies.
+#[derive(Clone)]
+pub struct Keyring {
+    current: Arc<SigningKey>,
+    by_id: HashMap<String, Arc<SigningKey>>,
+}
+
+impl Keyring {
+    /// Keys oldest first; the last one signs. None if there is no key.
+    pub fn new(keys: impl IntoIterator<Item = SigningKey>) -> Option<Self> {
+        let mut by_id = HashMap::new();
+        let mut current = None;
+        for key in keys {
+            let key = Arc::new(key);
+            by_id.insert(key.id.clone(), key.clone());
+            current = Some(key);
+        }
+        Some(Keyring {
+            current: current?,
+            by_id,
+        })
+    }
+
+    pub fn current(&self) -> &SigningKey {
+        &self.current
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn add(&mut self, key: SigningKey) {
+        let key = Arc::new(key);
+        self.by_id.insert(key.id.clone(), key.clone());
+        self.current = key;
+    }
+}
+
+/// Encodes and signs. The claims' `skid` must name `key`.
+pub fn sign(claims: &Claims, key: &SigningKey) -> String {
+    debug_assert_eq!(claims.skid, key.id);
+    let payload = serde_json::to_vec(claims).expect("claims serialise");
+    let mut token = String::with_capacity(HEADER_B64.len() + payload.len() * 4 / 3 + 48);
+    token.push_str(HEADER_B64);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &key.encoding, Algorithm::HS256)
+        .expect("HS256 signing with an HMAC key cannot fail");
+    token.push('.');
+    token.push_str(&signature);
+    token
+}
+
+/// Checks the form and signature and returns the claims. Says nothing yet about time or
+/// revocation: see [`check_claims`].
+pub fn decode(token: &str, keyring: &Keyring) -> Result<Claims, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Invalid("the token is too long"));
+    }
+    let mut parts = token.splitn(3, '.');
+    let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Invalid("the token is not a JWT"));
+    };
+    if header != HEADER_B64 {
+        return Err(TokenError::Invalid(
+            "the token header is not {\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+        ));
+    }
+    let bad_claims = TokenError::Invalid("the token's claims are malformed");
+    let payload_json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad_claims)?;
+    let claims: Claims = serde_json::from_slice(&payload_json).map_err(|_| bad_claims)?;
+    let key = keyring
+        .by_id
+        .get(&claims.skid)
+        .ok_or(TokenError::Invalid("the token was not signed by this server"))?;
+    let message_len = header.len() + 1 + payload.len();
+    let valid = jsonwebtoken::crypto::verify(
+        signature,
+        &token.as_bytes()[..message_len],
+        &key.decoding,
+        Algorithm::HS256,
+    )
+    .unwrap_or(false);
+    if !valid {
+        return Err(TokenError::Invalid("the token's signature does not match"));
+    }
+    Ok(claims)
+}
+
+/// Time and issuer rules, with `leeway_s` allowed for clock differences between instances.
+pub fn check_claims(
+    claims: &Claims,
+    now_s: i64,
+    leeway_s: i64,
+    issuer: &str,
+) -> Result<(), TokenError> {
+    if claims.iss != issuer {
+        return Err(TokenError::Invalid("the token was issued by another issuer"));
+    }
+    if claims.exp <= claims.iat {
+        return Err(TokenError::Invalid("the token expires before it was issued"));
+    }
+    if claims.iat > now_s + leeway_s {
+        return Err(TokenError::Invalid("the token is issued in the future"));
+    }
+    if now_s >= claims.exp + leeway_s {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn keyring() -> Keyring {
+        Keyring::new([SigningKey::new("sk1".into(), &[7u8; 32])]).unwrap()
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "u1".into(),
+            company_id: "c1".into(),
+            agent_id: "a1".into(),
+            key_id: "pk_1".into(),
+            ver: 0,
+            skid: "sk1".into(),
+            iss: "performchat".into(),
+            jti: "j1".into(),
+            iat: NOW,
+            exp: NOW + 3600,
+        }
+    }
+
+    /// A token with arbitrary header and payload JSON, signed with `secret`.
+    fn forge(header: impl ToString, payload: serde_json::Value, secret: &[u8]) -> String {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(secret),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{message}.{sig}")
+    }
+
+    #[test]
+    fn the_header_is_exactly_the_documented_bytes() {
+        let token = sign(&claims(), keyring().current());
+        assert!(token.starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."));
+        let header = URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+        assert_eq!(header, br#"{"alg":"HS256","typ":"JWT"}"#);
+    }
+
+    #[test]
+    fn a_signed_token_decodes_to_its_claims() {
+        let ring = keyring();
+        let token = sign(&claims(), ring.current());
+        assert_eq!(decode(&token, &ring), Ok(claims()));
+    }
+
+    #[test]
+    fn tokens_from_jsonwebtoken_itself_verify_with_the_same_key() {
+        // Cross-check our encoding against the library's own HS256 path.
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.typ = Some("JWT".into());
+        let theirs =
+            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&[7u8; 32])).unwrap();
+        let ours = sign(&claims(), keyring().current());
+        // Same payload and key; only the header's field order differs.
+        assert_eq!(theirs.split('.').nth(1), ours.split('.').nth(1));
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        let decoded =
+            jsonwebtoken::decode::<Claims>(&ours, &DecodingKey::from_secret(&[7u8; 32]), &validation)
+                .unwrap();
+        assert_eq!(decoded.claims, claims());
+    }
+
+    #[test]
+    fn forged_and_damaged_tokens_are_refused() {
+        let ring = keyring();
+        let good = sign(&claims(), ring.current());
+        let payload = serde_json::to_value(claims()).unwrap();
+        let (h, p, s) = {
+            let mut it = good.split('.');
+            (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
+        };
+        let mut cases = vec![
+            ("wrong key", forge(json!({"alg":"HS256","typ":"JWT"}), payload.clone(), &[8u8; 32])),
+            ("trailing bytes", format!("{good}x")),
+            ("extra segment", format!("{good}.x")),
+            ("two segments", format!("{h}.{p}")),
+            ("tampered payload", {
+                let mut c = claims();
+                c.sub = "u2".into();
+                format!("{h}.{}.{s}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap()))
+            }),
+            ("too long", format!("{h}.{p}.{}", "A".repeat(MAX_TOKEN_LEN))),
+            ("string exp", {
+                let mut p = payload.clone();
+                p["exp"] = json!("1900000000");
+                forge(json!({"alg":"HS256","typ":"JWT"}), p, &[7u8; 32])
+            }),
+            ("garbage", "not-a-token".into()),
+            ("empty", String::new()),
+        ];
+        for alg in ["none", "None", "NONE", "nOnE", "HS384", "HS512", "RS256"] {
+            cases.push((alg, forge(json!({"alg": alg, "typ": "JWT"}), payload.clone(), &[7u8; 32])));
+        }
+        cases.push(("kid header", forge(json!({"alg":"HS256","typ":"JWT","kid":"x"}), payload.clone(), &[7u8; 32])));
+        cases.push(("reordered header", forge(r#"{"typ":"JWT","alg":"HS256"}"#, payload.clone(), &[7u8; 32])));
+        cases.push(("spaced header", forge(r#"{"alg": "HS256", "typ": "JWT"}"#, payload, &[7u8; 32])));
+        for (name, token) in cases {
+            assert!(
+                matches!(decode(&token, &ring), Err(TokenError::Invalid(_))),
+                "{name} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_has_no_hidden_leeway() {
+        let c = claims();
+        assert_eq!(check_claims(&c, c.exp - 1, 0, "performchat"), Ok(()));
+        assert_eq!(check_claims(&c, c.exp, 0, "performchat"), Err(TokenError::Expired));
+        assert_eq!(check_claims(&c, c.exp + 4, 5, "performchat"), Ok(()));
+        assert_eq!(check_claims(&c, c.exp + 5, 5, "performchat"), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn issuer_and_issue_time_are_checked() {
+        let c = claims();
+        assert!(matches!(check_claims(&c, NOW, 0, "other"), Err(TokenError::Invalid(_))));
+        assert!(matches!(check_claims(&c, NOW - 1, 0, "performchat"), Err(TokenError::Invalid(_))));
+        let mut backwards = claims();
+        backwards.exp = backwards.iat;
+        assert!(matches!(check_claims(&backwards, NOW, 0, "performchat"), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn every_key_of_the_ring_verifies_and_the_newest_signs() {
+        let mut ring = keyring();
+        let old = sign(&claims(), ring.current());
+        ring.add(SigningKey::new("sk2".into(), &[9u8; 32]));
+        assert_eq!(ring.current().id, "sk2");
+        assert!(decode(&old, &ring).is_ok());
+    }
+}

@@ -1,0 +1,182 @@
+//! Company, agent, key and user administration.
+
+use anyhow::bail;
+use serde_json::json;
+
+use super::Output;
+use crate::auth::KeySecret;
+use crate::auth::api_key::new_key_id;
+use crate::clock::{Clock, rfc3339_ms};
+use crate::config::{AgentCommand, CompanyCommand, KeyCommand, UserCommand};
+use crate::db::{AgentUpdate, Db, UserRef};
+
+/// Operator-chosen ids become part of tokens and URLs: keep them plain.
+fn check_id(kind: &str, id: &str) -> anyhow::Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !ok {
+        bail!("{kind} id {id:?} must be 1–128 letters, digits, '_', '-' or '.'");
+    }
+    Ok(())
+}
+
+fn id_or_new(kind: &str, prefix: &str, id: Option<String>) -> anyhow::Result<String> {
+    match id {
+        Some(id) => {
+            check_id(kind, &id)?;
+            Ok(id)
+        }
+        None => Ok(format!("{prefix}_{}", cuid2::create_id())),
+    }
+}
+
+pub async fn company(db: &Db, cmd: CompanyCommand, out: Output) -> anyhow::Result<()> {
+    let now = Clock::default().now_ms();
+    match cmd {
+        CompanyCommand::Create { name, id } => {
+            let id = id_or_new("company", "company", id)?;
+            let c = db.insert_company(&id, &name, now).await?;
+            out.print(&c, || format!("created company {} ({})", c.id, c.name));
+        }
+        CompanyCommand::List => {
+            let list = db.list_companies().await?;
+            out.print(&list, || {
+                list.iter()
+                    .map(|c| {
+                        format!(
+                            "{}\t{}\t{}\tdefault agent: {}",
+                            c.id,
+                            if c.active { "active" } else { "inactive" },
+                            c.name,
+                            c.default_agent_id.as_deref().unwrap_or("none")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        CompanyCommand::Update { id, active } => {
+            let c = db.set_company_active(&id, active, now).await?;
+            out.print(&c, || {
+                format!("company {} is now {}", c.id, if c.active { "active" } else { "inactive" })
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()> {
+    let now = Clock::default().now_ms();
+    let describe = |a: &crate::db::Agent| {
+        format!(
+            "{}\t{}\t{}{}",
+            a.id,
+            if a.active { "active" } else { "inactive" },
+            a.name,
+            if a.is_default { "\t(default)" } else { "" }
+        )
+    };
+    match cmd {
+        AgentCommand::Create { company, name, id, inactive, default } => {
+            let id = id_or_new("agent", "agent", id)?;
+            let a = db.insert_agent(&id, &company, &name, !inactive, default, now).await?;
+            out.print(&a, || format!("created agent {}", describe(&a)));
+        }
+        AgentCommand::Update { id, active, name, default } => {
+            if active.is_none() && name.is_none() && !default {
+                bail!("nothing to change: give --active, --name or --default");
+            }
+            let update = AgentUpdate { name: name.as_deref(), active, make_default: default };
+            let a = db.update_agent(&id, update, now).await?;
+            out.print(&a, || format!("updated agent {}", describe(&a)));
+        }
+        AgentCommand::List { company } => {
+            let list = db.list_agents(&company).await?;
+            out.print(&list, || list.iter().map(describe).collect::<Vec<_>>().join("\n"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
+    let now = Clock::default().now_ms();
+    match cmd {
+        KeyCommand::Create { company } => {
+            let (key, secret) = create_key(db, &company, now).await?;
+            out.print(
+                &json!({
+                    "keyId": key.id,
+                    "keySecret": secret.expose(),
+                    "companyId": key.company_id,
+                    "createdAt": rfc3339_ms(key.created_at),
+                }),
+                || {
+                    format!(
+                        "created API key for company {}\n  keyId:     {}\n  keySecret: {}\n\
+                         The secret is shown only now: store it in your backend's secrets.",
+                        key.company_id,
+                        key.id,
+                        secret.expose()
+                    )
+                },
+            );
+        }
+        KeyCommand::List { company } => {
+            let list = db.list_api_keys(&company).await?;
+            out.print(&list, || {
+                list.iter()
+                    .map(|k| {
+                        let state = match k.revoked_at {
+                            Some(t) => format!("revoked {}", rfc3339_ms(t)),
+                            None => "active".to_owned(),
+                        };
+                        format!("{}\t{}\tcreated {}", k.id, state, rfc3339_ms(k.created_at))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KeyCommand::Revoke { key_id } => {
+            let k = db.revoke_api_key(&key_id, now).await?;
+            out.print(&k, || format!("revoked API key {}", k.id));
+        }
+    }
+    Ok(())
+}
+
+/// Makes a key pair; the secret is returned to be shown once and is stored only as a hash.
+pub async fn create_key(
+    db: &Db,
+    company: &str,
+    now_ms: i64,
+) -> anyhow::Result<(crate::db::ApiKey, KeySecret)> {
+    let secret = KeySecret::generate();
+    let key = db.insert_api_key(&new_key_id(), company, &secret.hash(), now_ms).await?;
+    Ok((key, secret))
+}
+
+pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> {
+    let now = Clock::default().now_ms();
+    match cmd {
+        UserCommand::Invalidate { company, user, external_id } => {
+            let user_ref = match (&user, &external_id) {
+                (Some(id), _) => UserRef::Id(id),
+                (None, Some(ext)) => UserRef::External(ext),
+                (None, None) => bail!("give --user or --external-id"),
+            };
+            let Some(u) = db.invalidate_user(&company, user_ref, now).await? else {
+                bail!("company {company:?} has no such user");
+            };
+            out.print(
+                &json!({
+                    "invalidated": true,
+                    "user": {"id": u.id, "externalId": u.external_id, "companyId": u.company_id},
+                    "invalidatedAt": rfc3339_ms(u.invalidated_at.unwrap_or(now)),
+                }),
+                || format!("invalidated every token of user {} ({})", u.id, u.external_id),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Agents: the support or AI agents a company's users chat with. A company's first agent
+//! becomes its default, used when a token request names none.
+
+use super::{ChangeKind, Db};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub id: String,
+    pub company_id: String,
+    pub name: String,
+    pub active: bool,
+    /// Whether this is its company's default agent (derived from `company.default_agent_id`).
+    pub is_default: bool,
+    pub created_at: i64,
+}
+
+/// The agent columns plus `is_default`; the query must join `company c` to `agent a`.
+macro_rules! agent_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT a.id, a.company_id, a.name, a.active, \
+             (c.default_agent_id IS NOT NULL AND c.default_agent_id = a.id) AS is_default, \
+             a.created_at FROM agent a JOIN company c ON c.id = a.company_id ",
+            $rest
+        )
+    };
+}
+
+/// What `update_agent` may change; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct AgentUpdate<'a> {
+    pub name: Option<&'a str>,
+    pub active: Option<bool>,
+    pub make_default: bool,
+}
+
+impl Db {
+    /// Creates an agent. It becomes the company's default if asked to, or if the company
+    /// has none yet.
+    pub async fn insert_agent(
+        &self,
+        id: &str,
+        company_id: &str,
+        name: &str,
+        active: bool,
+        make_default: bool,
+        now_ms: i64,
+    ) -> Result<Agent> {
+        run!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let company = sqlx::query_scalar::<_, Option<String>>(
+                "UPDATE company SET default_agent_id = CASE \
+                   WHEN $2 OR default_agent_id IS NULL THEN $3 ELSE default_agent_id END \
+                 WHERE id = $1 RETURNING default_agent_id",
+            )
+            .bind(company_id)
+            .bind(make_default)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if company.is_none() {
+                return Err(Error::NotFound(format!("no company with id {company_id:?}")));
+            }
+            sqlx::query(
+                "INSERT INTO agent (id, company_id, name, active, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(company_id)
+            .bind(name)
+            .bind(active)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| super::conflict_or(e, || format!("an agent with id {id:?} already exists")))?;
+            record_change!(&mut *tx, ChangeKind::Agent, id, now_ms);
+            tx.commit().await?;
+        });
+        self.find_agent_by_id(id)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("agent {id} vanished after insert")))
+    }
+
+    pub async fn find_agent_by_id(&self, id: &str) -> Result<Option<Agent>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, Agent>(agent_select!("WHERE a.id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?)
+    }
+
+    /// The agent with this id in this company; another company's agent is not found.
+    pub async fn find_agent(&self, company_id: &str, id: &str) -> Result<Option<Agent>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, Agent>(agent_select!("WHERE a.company_id = $1 AND a.id = $2"))
+                .bind(company_id)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?)
+    }
+
+    pub async fn find_default_agent(&self, company_id: &str) -> Result<Option<Agent>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, Agent>(agent_select!(
+                "WHERE c.id = $1 AND a.id = c.default_agent_id"
+            ))
+            .bind(company_id)
+            .fetch_optional(pool)
+            .await
+        })?)
+    }
+
+    pub async fn list_agents(&self, company_id: &str) -> Result<Vec<Agent>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, Agent>(agent_select!(
+                "WHERE a.company_id = $1 ORDER BY a.created_at, a.id"
+            ))
+            .bind(company_id)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    pub async fn update_agent(&self, id: &str, update: AgentUpdate<'_>, now_ms: i64) -> Result<Agent> {
+        let found = run!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let company_id = sqlx::query_scalar::<_, String>(
+                "UPDATE agent SET name = COALESCE($2, name), active = COALESCE($3, active) \
+                 WHERE id = $1 RETURNING company_id",
+            )
+            .bind(id)
+            .bind(update.name)
+            .bind(update.active)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(company_id) = &company_id {
+                if update.make_default {
+                    sqlx::query("UPDATE company SET default_agent_id = $2 WHERE id = $1")
+                        .bind(company_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                record_change!(&mut *tx, ChangeKind::Agent, id, now_ms);
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(company_id.is_some())
+        })?;
+        if !found {
+            return Err(Error::NotFound(format!("no agent with id {id:?}")));
+        }
+        self.find_agent_by_id(id)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("agent {id} vanished after update")))
+    }
+}

@@ -1,0 +1,116 @@
+//! API keys: a public `keyId` and the SHA-256 hash of its secret. The secret itself is
+//! never stored.
+
+use super::{ChangeKind, Db};
+use crate::error::{Error, Result};
+
+#[derive(Clone, sqlx::FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    pub company_id: String,
+    #[serde(skip)]
+    pub secret_hash: Vec<u8>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    /// Whether the key's company is active (joined in, so one read authenticates).
+    #[serde(skip)]
+    pub company_active: bool,
+}
+
+/// The key columns plus its company's `active`.
+macro_rules! key_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT k.id, k.company_id, k.secret_hash, k.created_at, k.revoked_at, \
+             c.active AS company_active FROM api_key k JOIN company c ON c.id = k.company_id ",
+            $rest
+        )
+    };
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("company_id", &self.company_id)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    pub async fn insert_api_key(
+        &self,
+        id: &str,
+        company_id: &str,
+        secret_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<ApiKey> {
+        if self.find_company(company_id).await?.is_none() {
+            return Err(Error::NotFound(format!("no company with id {company_id:?}")));
+        }
+        run!(self, write, |pool| {
+            sqlx::query(
+                "INSERT INTO api_key (id, company_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(company_id)
+            .bind(secret_hash)
+            .bind(now_ms)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(|e| super::conflict_or(e, || format!("a key with id {id:?} already exists")))?;
+        self.find_api_key(id)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("key {id} vanished after insert")))
+    }
+
+    pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, ApiKey>(key_select!("WHERE k.id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })?)
+    }
+
+    pub async fn list_api_keys(&self, company_id: &str) -> Result<Vec<ApiKey>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, ApiKey>(key_select!(
+                "WHERE k.company_id = $1 ORDER BY k.created_at, k.id"
+            ))
+            .bind(company_id)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Revokes a key for good: it mints nothing more, and every token it minted stops
+    /// verifying. Revoking a revoked key keeps its first revocation time.
+    pub async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKey> {
+        let found = run!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query_scalar::<_, String>(
+                "UPDATE api_key SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING id",
+            )
+            .bind(id)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if found.is_some() {
+                record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
+            }
+            tx.commit().await?;
+            found.is_some()
+        });
+        if !found {
+            return Err(Error::NotFound(format!("no API key with id {id:?}")));
+        }
+        self.find_api_key(id)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("key {id} vanished after revoke")))
+    }
+}

@@ -1,0 +1,251 @@
+//! The storage seam: one [`Db`] value over SQLite or PostgreSQL, with functions named in
+//! domain terms. Each SQL statement is written once and runs on either backend through
+//! [`run!`]; the few places where the dialects differ say so beside the `match`.
+
+// The query macros come first: macro_rules are visible only to code after them.
+
+/// Runs one query body on whichever pool the [`Db`] holds: the body is compiled once per
+/// backend, so each SQL string is written once and type-checked for both.
+/// `run!(db, read|write, |pool| body)`.
+macro_rules! run {
+    ($db:expr, read, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite { read: $pool, .. } => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+    ($db:expr, write, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite { write: $pool, .. } => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Appends a change inside the caller's transaction: `record_change!(&mut *tx, kind, id, now_ms)`.
+macro_rules! record_change {
+    ($tx:expr, $kind:expr, $subject:expr, $now_ms:expr) => {
+        sqlx::query($crate::db::change::RECORD_CHANGE)
+            .bind($kind.as_str())
+            .bind($subject)
+            .bind($now_ms)
+            .execute($tx)
+            .await?
+    };
+}
+
+mod agent;
+mod api_key;
+pub(crate) mod change;
+mod company;
+mod revoked_token;
+mod signing_key;
+mod user;
+
+pub use agent::{Agent, AgentUpdate};
+pub use api_key::ApiKey;
+pub use change::{Change, ChangeKind, Snapshot};
+pub use company::Company;
+pub use signing_key::StoredSigningKey;
+pub use user::{User, UserRef};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// How long a request waits for a database connection before it answers 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// SQLite has one writer at a time. Writes go through a one-connection pool so that
+    /// this process never contends with itself; other processes (the CLI) wait on
+    /// `busy_timeout`. Reads use a separate pool and never block on the writer (WAL).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+
+
+/// Which backend a URL selects, without connecting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            anyhow::bail!(
+                "unsupported database URL: expected sqlite://PATH or postgres://USER@HOST/DB"
+            )
+        }
+    }
+}
+
+impl Db {
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        let db = match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .context("invalid SQLite database URL")?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit is on disk before the client hears 200, so neither a
+                    // kill -9 nor a power cut loses an answered user.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options.clone())
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {}", redact_url(url)))?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&write)
+                    .await
+                    .context("cannot apply SQLite migrations")?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options.read_only(true))
+                    .await
+                    .context("cannot open SQLite database for reading")?;
+                Db::Sqlite { read, write }
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)
+                    .context("invalid PostgreSQL database URL")?
+                    .application_name("performchat");
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .context("cannot apply PostgreSQL migrations")?;
+                Db::Postgres(pool)
+            }
+        };
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A database URL fit for a log line or an error message: the password, if any, is hidden.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// True when an error means "the database cannot serve now" (answer 503 and retry), as
+/// opposed to a bug in a query.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // SQLite: SQLITE_BUSY (5) and its extended codes after busy_timeout ran out.
+            // PostgreSQL: class 08 (connection exception), 57P0x (server shutting down).
+            code == "5" || code == "517" || code.starts_with("08") || code.starts_with("57P")
+        }
+        _ => false,
+    }
+}
+
+/// A unique-constraint violation becomes a [`Error::Conflict`] with the given message;
+/// anything else maps as usual. (Constraint names are not reported by SQLite, so the caller
+/// says what was taken.)
+pub(crate) fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> crate::error::Error {
+    if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+        crate::error::Error::Conflict(message())
+    } else {
+        e.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_folders_hold_the_same_file_names() {
+        let names = |dir: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let sqlite = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"));
+        let postgres = names(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"));
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, postgres);
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_database_urls() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/pc"),
+            "postgres://app:***@db:5432/pc"
+        );
+        assert_eq!(redact_url("postgres://app@db/pc"), "postgres://app@db/pc");
+        assert_eq!(redact_url("sqlite://performchat.db"), "sqlite://performchat.db");
+    }
+
+    #[test]
+    fn urls_select_their_backend() {
+        assert_eq!(Backend::of_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgresql://h/d").unwrap(), Backend::Postgres);
+        assert!(Backend::of_url("mysql://h/d").is_err());
+    }
+}

@@ -1,0 +1,150 @@
+//! The one error type of the service and its JSON shape: `{"error":{"code":"…","message":"…"}}`.
+//!
+//! Every failure a client can see is an [`Error`]; its `status()` and stable machine `code()` are
+//! decided here and nowhere else. Messages name the field at fault but never quote a secret, a
+//! token or raw input (serde's texts can echo values, so callers map them to their own words).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why the API key pair was refused. Unknown keyId and wrong secret share one message on purpose:
+/// nothing in the answer tells which part was wrong.
+pub const BAD_CREDENTIALS: &str = "keyId or keySecret is not valid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field is missing or invalid; the message names it.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The body is not parseable JSON, or not an object.
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("request body must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{}", BAD_CREDENTIALS)]
+    InvalidCredentials,
+    #[error("this API key has been revoked")]
+    KeyRevoked,
+    #[error("this company is inactive")]
+    CompanyInactive,
+    #[error("agent {0:?} is inactive")]
+    AgentInactive(String),
+    #[error("agent {0:?} was not found in this company")]
+    AgentNotFound(String),
+    /// An operator-side lookup (CLI) or an API resource that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// An operator-side conflict (CLI): an id that is already taken.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    TokenInvalid(&'static str),
+    #[error("the token has expired: request a new one")]
+    TokenExpired,
+    #[error("{0}")]
+    TokenRevoked(&'static str),
+    /// The database cannot be reached, or the in-memory revocation state is too stale to trust.
+    #[error("the service is temporarily unavailable: retry shortly")]
+    Unavailable,
+    /// A bug or an unexpected storage failure. The client gets an opaque body; the cause is
+    /// logged once, where the response is made.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidRequest(_) | Error::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::InvalidCredentials
+            | Error::TokenInvalid(_)
+            | Error::TokenExpired
+            | Error::TokenRevoked(_) => StatusCode::UNAUTHORIZED,
+            Error::KeyRevoked | Error::CompanyInactive | Error::AgentInactive(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Error::AgentNotFound(_) | Error::NotFound(_) | Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidJson(_) => "invalid_json",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::KeyRevoked => "key_revoked",
+            Error::CompanyInactive => "company_inactive",
+            Error::AgentInactive(_) => "agent_inactive",
+            Error::AgentNotFound(_) => "agent_not_found",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::NoRoute => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::TokenInvalid(_) => "token_invalid",
+            Error::TokenExpired => "token_expired",
+            Error::TokenRevoked(_) => "token_revoked",
+            Error::Unavailable => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The text sent to the client. A 500 says nothing about its cause.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error; the cause has been logged".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&e) {
+            // Logged here because the caller only sees a generic 503.
+            tracing::warn!(error = %e, "database unavailable");
+            Error::Unavailable
+        } else {
+            Error::Internal(e.into())
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Error::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let body = json!({ "error": { "code": self.code(), "message": self.client_message() } });
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED && self.code().starts_with("token_") {
+            // RFC 6750: bearer-token failures name the scheme.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,45 @@
+//! `GET /rest/v1/auth/me`: what a chat widget learns from its bearer token.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use serde_json::{Value, json};
+
+use super::token::{AgentBody, UserBody};
+use crate::clock::rfc3339_s;
+use crate::db::UserRef;
+use crate::error::{Error, Result};
+use crate::service::AppState;
+
+pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
+    let token = bearer(&headers)?;
+    let claims = state.verify(token)?;
+    let user = state
+        .db
+        .find_user(&claims.company_id, UserRef::Id(&claims.sub))
+        .await?;
+    let agent = state.db.find_agent(&claims.company_id, &claims.agent_id).await?;
+    let (Some(user), Some(agent)) = (user, agent) else {
+        return Err(Error::TokenInvalid("the token's user or agent no longer exists"));
+    };
+    Ok(Json(json!({
+        "user": UserBody::new(user, agent.id.clone()),
+        "agent": AgentBody::from(agent),
+        "expiresAt": rfc3339_s(claims.exp),
+    })))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Result<&str> {
+    let missing = Error::TokenInvalid("send the token as Authorization: Bearer <token>");
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(missing)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(token.trim())
+        }
+        _ => Err(Error::TokenInvalid("send the token as Authorization: Bearer <token>")),
+    }
+}

@@ -1,0 +1,107 @@
+//! `POST /rest/v1/auth/token` (mint), `/revoke` and `/introspect`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{authenticate, json::JsonObject};
+use crate::auth::{ExpiresIn, ExternalUserId, optional_id, required_str};
+use crate::clock::rfc3339_s;
+use crate::db::{Agent, User};
+use crate::error::{Error, Result};
+use crate::service::AppState;
+
+/// The documented response: `{"token", "user": {…}, "agent": {…}}`, nothing more.
+#[derive(Serialize)]
+pub struct MintResponse {
+    token: String,
+    user: UserBody,
+    agent: AgentBody,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserBody {
+    pub id: String,
+    pub external_id: String,
+    pub company_id: String,
+    pub agent_id: String,
+}
+
+impl UserBody {
+    pub fn new(user: User, agent_id: String) -> Self {
+        UserBody {
+            id: user.id,
+            external_id: user.external_id,
+            company_id: user.company_id,
+            agent_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AgentBody {
+    pub id: String,
+    pub name: String,
+    pub active: bool,
+}
+
+impl From<Agent> for AgentBody {
+    fn from(a: Agent) -> Self {
+        AgentBody {
+            id: a.id,
+            name: a.name,
+            active: a.active,
+        }
+    }
+}
+
+pub async fn mint_token(State(state): State<AppState>, body: JsonObject) -> Result<Json<MintResponse>> {
+    // Shape first (400), then who is asking (401/403), then what they ask for (404/403).
+    let user_id = ExternalUserId::from_json("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
+    let agent_id = optional_id("agentId", body.get("agentId")).map_err(Error::InvalidRequest)?;
+    let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
+        .map_err(Error::InvalidRequest)?;
+    let caller = authenticate(&state, &body).await?;
+    let minted = state.mint(&caller, &user_id, agent_id, expires_in).await?;
+    let agent_id = minted.agent.id.clone();
+    Ok(Json(MintResponse {
+        token: minted.token,
+        user: UserBody::new(minted.user, agent_id),
+        agent: minted.agent.into(),
+    }))
+}
+
+pub async fn revoke_token(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>> {
+    let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
+    let caller = authenticate(&state, &body).await?;
+    let claims = state.revoke(&caller, token).await?;
+    Ok(Json(json!({
+        "revoked": true,
+        "jti": claims.jti,
+        "expiresAt": rfc3339_s(claims.exp),
+    })))
+}
+
+/// RFC 7662's answer shape: `{"active":false}` for anything but an active token of the
+/// caller's company.
+pub async fn introspect_token(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>> {
+    let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
+    let caller = authenticate(&state, &body).await?;
+    Ok(Json(match state.introspect(&caller, token)? {
+        None => json!({ "active": false }),
+        Some(c) => json!({
+            "active": true,
+            "token_type": "Bearer",
+            "sub": c.sub,
+            "iss": c.iss,
+            "iat": c.iat,
+            "exp": c.exp,
+            "jti": c.jti,
+            "client_id": c.key_id,
+            "companyId": c.company_id,
+            "agentId": c.agent_id,
+        }),
+    }))
+}

@@ -1,0 +1,45 @@
+//! `POST /rest/v1/auth/invalidate`: kill every token a user holds now.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::{authenticate, json::JsonObject};
+use crate::auth::{ExternalUserId, optional_id};
+use crate::clock::rfc3339_ms;
+use crate::db::UserRef;
+use crate::error::{Error, Result};
+use crate::service::AppState;
+
+pub async fn invalidate_user(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>> {
+    // `userId` here is the internal user.id the token endpoint returned (what the docs tell
+    // companies to store); `externalId` is the company's own id.
+    let internal = optional_id("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
+    let external = match body.get("externalId") {
+        None | Some(Value::Null) => None,
+        value => Some(ExternalUserId::from_json("externalId", value).map_err(Error::InvalidRequest)?),
+    };
+    let user_ref = match (internal, &external) {
+        (Some(id), None) => UserRef::Id(id),
+        (None, Some(ext)) => UserRef::External(ext.as_str()),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("give either userId or externalId, not both"));
+        }
+        (None, None) => {
+            return Err(Error::invalid(
+                "userId (the user.id returned by /rest/v1/auth/token) or externalId is required",
+            ));
+        }
+    };
+    let caller = authenticate(&state, &body).await?;
+    let user = state.invalidate(&caller, user_ref).await?;
+    Ok(Json(json!({
+        "invalidated": true,
+        "user": {
+            "id": user.id,
+            "externalId": user.external_id,
+            "companyId": user.company_id,
+        },
+        "invalidatedAt": rfc3339_ms(user.invalidated_at.unwrap_or_default()),
+    })))
+}

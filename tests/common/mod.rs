@@ -1,0 +1,380 @@
+//! The integration harness: every test starts the real router on a real socket
+//! (127.0.0.1:0) against its own fresh database — a new SQLite file, or a new PostgreSQL
+//! database when `PERFORMCHAT_TEST_POSTGRES_URL` is set (dropped when the test ends).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use performchat::clock::Clock;
+use performchat::config::Settings;
+use performchat::db::Db;
+use performchat::service::AppState;
+use reqwest::Response;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const POSTGRES_ENV: &str = "PERFORMCHAT_TEST_POSTGRES_URL";
+
+/// A fresh, empty database for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("performchat_test_{}", cuid2::create_id());
+                let mut admin = connect_admin(&admin_url).await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+                let base = admin_url.split('?').next().unwrap();
+                let url = format!("{}/{name}", &base[..base.rfind('/').expect("URL has a path")]);
+                TestDb {
+                    url,
+                    _dir: None,
+                    postgres: Some((admin_url, name)),
+                }
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("performchat.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+async fn connect_admin(admin_url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let options = sqlx::postgres::PgConnectOptions::from_str(admin_url)
+        .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a PostgreSQL URL: {e}"));
+    sqlx::PgConnection::connect_with(&options).await.unwrap_or_else(|e| {
+        panic!(
+            "{POSTGRES_ENV} is set, but PostgreSQL cannot be reached there ({e}). Start \
+             PostgreSQL, or unset {POSTGRES_ENV} to run the suite on SQLite."
+        )
+    })
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.postgres.take() {
+            // Drop runs inside the test's runtime, which cannot be blocked on: use a thread
+            // with its own small runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let mut admin = connect_admin(&admin_url).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A company with a default agent and one key, as a test's main tenant.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub company: String,
+    pub agent: String,
+    pub key_id: String,
+    pub key_secret: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub state: AppState,
+    pub clock: Clock,
+    pub tenant: Tenant,
+    stop: CancellationToken,
+    // Last: the database outlives the server's pools.
+    pub test_db: TestDb,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Settings::default()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let test_db = TestDb::new().await;
+    let db = Db::connect(&test_db.url).await.expect("connect test database");
+    let clock = Clock::default();
+    let stop = CancellationToken::new();
+    let state = AppState::start(db.clone(), settings, clock.clone(), stop.clone())
+        .await
+        .expect("start app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_state = state.clone();
+    let server_stop = stop.clone();
+    tokio::spawn(async move {
+        performchat::http::serve(listener, server_state, async move {
+            server_stop.cancelled().await
+        })
+        .await
+        .unwrap();
+    });
+    let mut app = TestApp {
+        base: format!("http://{addr}"),
+        addr,
+        client: reqwest::Client::new(),
+        db,
+        state,
+        clock,
+        tenant: Tenant {
+            company: String::new(),
+            agent: String::new(),
+            key_id: String::new(),
+            key_secret: String::new(),
+        },
+        stop,
+        test_db,
+    };
+    app.tenant = app.add_tenant("company_xyz", "agent_abc").await;
+    app
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestApp {
+    /// Creates a company with one (default) agent named "Support Agent" and one key.
+    pub async fn add_tenant(&self, company: &str, agent: &str) -> Tenant {
+        let now = self.clock.now_ms();
+        self.db.insert_company(company, "Acme", now).await.unwrap();
+        self.db
+            .insert_agent(agent, company, "Support Agent", true, false, now)
+            .await
+            .unwrap();
+        let secret = performchat::auth::KeySecret::generate();
+        let key_id = performchat::auth::api_key::new_key_id();
+        self.db
+            .insert_api_key(&key_id, company, &secret.hash(), now)
+            .await
+            .unwrap();
+        Tenant {
+            company: company.into(),
+            agent: agent.into(),
+            key_id,
+            key_secret: secret.expose().into(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `body` plus the tenant's key pair.
+    pub fn with_key(&self, tenant: &Tenant, mut body: Value) -> Value {
+        body["keyId"] = json!(tenant.key_id);
+        body["keySecret"] = json!(tenant.key_secret);
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    /// POST /rest/v1/auth/token with the main tenant's key pair added to `body`.
+    pub async fn mint(&self, body: Value) -> Response {
+        self.post("/rest/v1/auth/token", &self.with_key(&self.tenant, body)).await
+    }
+
+    /// Mints for `user_id` with the main tenant and returns the 200 body.
+    pub async fn mint_ok(&self, user_id: &str) -> Value {
+        let res = self.mint(json!({"userId": user_id, "expiresIn": "1h"})).await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    pub async fn token_for(&self, user_id: &str) -> String {
+        self.mint_ok(user_id).await["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn me(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/rest/v1/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn invalidate(&self, tenant: &Tenant, body: Value) -> Response {
+        self.post("/rest/v1/auth/invalidate", &self.with_key(tenant, body)).await
+    }
+
+    pub async fn introspect(&self, tenant: &Tenant, token: &str) -> Value {
+        let res = self
+            .post("/rest/v1/auth/introspect", &self.with_key(tenant, json!({"token": token})))
+            .await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    /// Waits (bounded) until the running server has applied every change in the log.
+    pub async fn synced(&self) {
+        let target = self.db.latest_change_seq().await.unwrap();
+        for _ in 0..200 {
+            if self.state.live.seq() >= target {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the change feed did not reach seq {target}");
+    }
+}
+
+/// Asserts an error answer: status, code, and that the message mentions `says`.
+pub async fn assert_error(res: Response, status: u16, code: &str, says: &str) -> Value {
+    assert_eq!(res.status(), status, "status");
+    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(says), "message {message:?} should mention {says:?}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    assert_eq!(body["error"].as_object().unwrap().len(), 2, "{body}");
+    body
+}
+
+/// The claims of a JWT, read without verification.
+pub fn claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The real `performchat` binary, serving on a free port.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// Everything the server printed on stdout before it listened.
+    pub stdout: String,
+    /// Lines of stderr (logs), collected in the background.
+    pub logs: mpsc::Receiver<String>,
+}
+
+pub fn performchat(database_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_performchat"));
+    cmd.env("PERFORMCHAT_DATABASE_URL", database_url)
+        .env_remove("PERFORMCHAT_LISTEN")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a CLI command to completion and returns its stdout; panics with its stderr if it fails.
+pub fn cli(database_url: &str, args: &[&str]) -> String {
+    let out = performchat(database_url).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "performchat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a CLI command with --json and parses its output.
+pub fn cli_json(database_url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&cli(database_url, &all)).unwrap()
+}
+
+impl Server {
+    pub fn start(database_url: &str, extra: &[&str]) -> Server {
+        let mut child = performchat(database_url)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start performchat");
+        let (tx, logs) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (out_tx, out_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        let base = loop {
+            let line = logs
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or_else(|_| panic!("server did not start; it said: {seen:#?}"));
+            if let Some(at) = line.find("listening on http://") {
+                let addr = line[at + "listening on ".len()..].split_whitespace().next().unwrap();
+                break addr.to_owned();
+            }
+            seen.push(line);
+        };
+        // The banner is printed before the server listens; its reader thread may lag.
+        let mut printed = Vec::new();
+        while let Ok(line) = out_rx.recv_timeout(Duration::from_millis(300)) {
+            printed.push(line);
+        }
+        let stdout = printed.join("\n");
+        Server {
+            child,
+            base,
+            stdout,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -32,10 +32,13 @@ pub fn router(state: AppState) -> Router {
         .route("/rest/v1/auth/token", post(token::mint_token))
         .route("/rest/v1/auth/invalidate", post(user::invalidate_user))
         .route("/rest/v1/auth/revoke", post(token::revoke_token))
-        .route("/rest/v1/auth/introspect", post(token::introspect_token));
+        .route("/rest/v1/auth/introspect", post(token::introspect_token))
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed });
     // The endpoint a chat widget calls with its bearer token.
     let browser_routes = Router::new()
         .route("/rest/v1/auth/me", get(me::me))
+        // Set before the CORS layer so that the layer also wraps it and answers preflights.
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::any())
@@ -48,7 +51,6 @@ pub fn router(state: AppState) -> Router {
         .merge(browser_routes)
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .fallback(|| async { Error::NoRoute })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             // One line per request: method, route (never the raw URI), status, latency.

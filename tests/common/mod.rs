@@ -241,6 +241,20 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
+    /// Moves the server's clock forward, then lets its change feed read the log at the new
+    /// time (a feed last read "hours ago" would make verification fail closed).
+    pub async fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+        self.state.live.wake();
+        for _ in 0..200 {
+            if self.state.live.staleness_ms(&self.clock) < 1000 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the change feed did not catch up with the clock");
+    }
+
     /// Waits (bounded) until the running server has applied every change in the log.
     pub async fn synced(&self) {
         let target = self.db.latest_change_seq().await.unwrap();

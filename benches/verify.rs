@@ -1,1 +1,65 @@
-fn main(){}
+//! Token verification on the hot path (`AppState::verify`: signature, claims, in-memory
+//! revocation state), against a real SQLite database that it must not touch.
+//! Run: `cargo bench --bench verify`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use performchat::auth::{ExpiresIn, ExternalUserId, KeySecret};
+use performchat::clock::Clock;
+use performchat::config::Settings;
+use performchat::db::Db;
+use performchat::service::AppState;
+use serde_json::json;
+
+fn verify(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let (state, token) = rt.block_on(async {
+        let db = Db::connect(&url).await.unwrap();
+        let clock = Clock::default();
+        let now = clock.now_ms();
+        db.insert_company("company_xyz", "Acme", now).await.unwrap();
+        db.insert_agent("agent_abc", "company_xyz", "Support Agent", true, true, now)
+            .await
+            .unwrap();
+        let secret = KeySecret::generate();
+        db.insert_api_key("pk_bench", "company_xyz", &secret.hash(), now)
+            .await
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let state = AppState::start(db, Settings::default(), clock, stop)
+            .await
+            .unwrap();
+        let caller = state.authenticate("pk_bench", &secret).await.unwrap();
+        // Some revocation state to look through, as a long-running server has.
+        for i in 0..1000 {
+            let user =
+                ExternalUserId::from_json("userId", Some(&json!(format!("old_{i}")))).unwrap();
+            let minted = state
+                .mint(&caller, &user, None, ExpiresIn::DEFAULT)
+                .await
+                .unwrap();
+            state.revoke(&caller, &minted.token).await.unwrap();
+        }
+        let user = ExternalUserId::from_json("userId", Some(&json!("user_123"))).unwrap();
+        let token = state
+            .mint(&caller, &user, None, ExpiresIn::DEFAULT)
+            .await
+            .unwrap()
+            .token;
+        (state, token)
+    });
+    // Runtime threads keep the change feed alive while the benchmark runs.
+    let _guard = rt.enter();
+    assert!(state.verify(&token).is_ok());
+    c.bench_function("verify a valid token", |b| {
+        b.iter(|| state.verify(std::hint::black_box(&token)).unwrap())
+    });
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    c.bench_function("refuse a forged signature", |b| {
+        b.iter(|| state.verify(std::hint::black_box(&forged)).unwrap_err())
+    });
+}
+
+criterion_group!(benches, verify);
+criterion_main!(benches);

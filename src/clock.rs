@@ -42,8 +42,10 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 /// RFC 3339 text for a unix-seconds time.
 pub fn rfc3339_s(s: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(s).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(s).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&format).unwrap_or_default()
 }
 

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth::ExpiresIn;
 
 #[derive(Debug, Parser)]
-#[command(name = "performchat", version, about = "Self-hosted chat-auth server: mints short-lived chat tokens for your users")]
+#[command(
+    name = "performchat",
+    version,
+    about = "Self-hosted chat-auth server: mints short-lived chat tokens for your users"
+)]
 pub struct Cli {
     /// Database: sqlite://PATH (created if missing) or postgres://USER@HOST/DB.
     #[arg(
@@ -171,7 +175,11 @@ pub enum UserCommand {
         #[arg(long)]
         company: String,
         /// The internal user id (user.id in the token response).
-        #[arg(long, conflicts_with = "external_id", required_unless_present = "external_id")]
+        #[arg(
+            long,
+            conflicts_with = "external_id",
+            required_unless_present = "external_id"
+        )]
         user: Option<String>,
         /// The company's own user id (userId in the token request).
         #[arg(long)]

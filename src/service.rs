@@ -65,7 +65,9 @@ impl AppState {
     /// inactive.
     pub async fn authenticate(&self, key_id: &str, secret: &KeySecret) -> Result<Caller> {
         let key = self.db.find_api_key(key_id).await?;
-        let stored_hash = key.as_ref().map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
+        let stored_hash = key
+            .as_ref()
+            .map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
         let matches = secret.matches(stored_hash);
         let Some(key) = key.filter(|_| matches) else {
             return Err(Error::InvalidCredentials);
@@ -111,7 +113,12 @@ impl AppState {
         let now_ms = self.clock.now_ms();
         let user = self
             .db
-            .upsert_user(&caller.company_id, external_id.as_str(), &cuid2::create_id(), now_ms)
+            .upsert_user(
+                &caller.company_id,
+                external_id.as_str(),
+                &cuid2::create_id(),
+                now_ms,
+            )
             .await?;
         let iat = now_ms.div_euclid(1000);
         let keyring = self.live.keyring();
@@ -181,7 +188,12 @@ impl AppState {
             // Garbage and another company's token answer alike.
             .ok_or_else(|| Error::invalid("token is not a token of this company"))?;
         self.db
-            .revoke_token(&claims.jti, &claims.company_id, claims.exp, self.clock.now_ms())
+            .revoke_token(
+                &claims.jti,
+                &claims.company_id,
+                claims.exp,
+                self.clock.now_ms(),
+            )
             .await?;
         if claims.exp >= self.clock.now_s() {
             self.live

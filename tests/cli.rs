@@ -11,23 +11,41 @@ use performchat::db::{Db, UserRef};
 use serde_json::{Value, json};
 
 async fn mint(client: &reqwest::Client, server: &Server, body: &Value) -> reqwest::Response {
-    client.post(server.url("/rest/v1/auth/token")).json(body).send().await.unwrap()
+    client
+        .post(server.url("/rest/v1/auth/token"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn me_status(client: &reqwest::Client, server: &Server, token: &str) -> (u16, Value) {
-    let res = client.get(server.url("/rest/v1/auth/me")).bearer_auth(token).send().await.unwrap();
+    let res = client
+        .get(server.url("/rest/v1/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
 /// Polls /me until it answers `status`, and returns how long that took (at most 1 s).
-async fn within_a_second(client: &reqwest::Client, server: &Server, token: &str, status: u16) -> Duration {
+async fn within_a_second(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    status: u16,
+) -> Duration {
     let start = Instant::now();
     loop {
         let (got, body) = me_status(client, server, token).await;
         if got == status {
             return start.elapsed();
         }
-        assert!(start.elapsed() < Duration::from_secs(1), "still {got} after 1 s: {body}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still {got} after 1 s: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -44,15 +62,35 @@ async fn first_start_prints_a_working_key_pair_and_curl_command_once() {
     assert!(curl.contains(&server.base));
 
     // Paste it into a shell, as a newcomer would.
-    if std::process::Command::new("curl").arg("--version").output().is_ok() {
-        let res = std::process::Command::new("sh").arg("-c").arg(format!("{curl} -s")).output().unwrap();
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let res = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{curl} -s"))
+            .output()
+            .unwrap();
         let body: Value = serde_json::from_slice(&res.stdout).expect("curl got JSON");
         assert_eq!(body["user"]["externalId"], "user_123");
-        assert!(body["token"].as_str().unwrap().starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."));
+        assert!(
+            body["token"]
+                .as_str()
+                .unwrap()
+                .starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.")
+        );
     }
 
     // The secret went to stdout only, never to the logs.
-    let secret = out.split("keySecret  ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let secret = out
+        .split("keySecret  ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     let logs: Vec<String> = server.logs.try_iter().collect();
     assert!(!logs.is_empty());
     assert!(logs.iter().all(|l| !l.contains(&secret)));
@@ -67,7 +105,12 @@ async fn the_banner_is_json_with_the_json_flag() {
     let db = TestDb::new().await;
     let server = Server::start(&db.url, &["--json"]);
     let banner: Value = serde_json::from_str(&server.stdout).unwrap();
-    assert!(banner["bootstrap"]["keySecret"].as_str().unwrap().starts_with("sk_"));
+    assert!(
+        banner["bootstrap"]["keySecret"]
+            .as_str()
+            .unwrap()
+            .starts_with("sk_")
+    );
     assert_eq!(banner["bootstrap"]["companyId"], "company_default");
 }
 
@@ -75,20 +118,65 @@ async fn the_banner_is_json_with_the_json_flag() {
 async fn operators_manage_companies_agents_and_keys() {
     let db = TestDb::new().await;
     let url = &db.url;
-    let company = cli_json(url, &["company", "create", "--name", "Acme", "--id", "company_acme"]);
+    let company = cli_json(
+        url,
+        &[
+            "company",
+            "create",
+            "--name",
+            "Acme",
+            "--id",
+            "company_acme",
+        ],
+    );
     assert_eq!(company["id"], "company_acme");
     let generated = cli_json(url, &["company", "create", "--name", "Beta"]);
     assert!(generated["id"].as_str().unwrap().starts_with("company_"));
     let list = cli_json(url, &["company", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
 
-    let first = cli_json(url, &["agent", "create", "--company", "company_acme", "--name", "Support Agent", "--id", "agent_abc"]);
+    let first = cli_json(
+        url,
+        &[
+            "agent",
+            "create",
+            "--company",
+            "company_acme",
+            "--name",
+            "Support Agent",
+            "--id",
+            "agent_abc",
+        ],
+    );
     assert_eq!(first["isDefault"], true, "the first agent is the default");
-    let second = cli_json(url, &["agent", "create", "--company", "company_acme", "--name", "Sales", "--inactive"]);
+    let second = cli_json(
+        url,
+        &[
+            "agent",
+            "create",
+            "--company",
+            "company_acme",
+            "--name",
+            "Sales",
+            "--inactive",
+        ],
+    );
     assert_eq!(second["isDefault"], false);
     assert_eq!(second["active"], false);
     let second_id = second["id"].as_str().unwrap();
-    let updated = cli_json(url, &["agent", "update", second_id, "--active", "true", "--name", "Sales Bot", "--default"]);
+    let updated = cli_json(
+        url,
+        &[
+            "agent",
+            "update",
+            second_id,
+            "--active",
+            "true",
+            "--name",
+            "Sales Bot",
+            "--default",
+        ],
+    );
     assert_eq!(updated["active"], true);
     assert_eq!(updated["name"], "Sales Bot");
     assert_eq!(updated["isDefault"], true);
@@ -100,14 +188,24 @@ async fn operators_manage_companies_agents_and_keys() {
     let secret = key["keySecret"].as_str().unwrap();
     assert!(key_id.starts_with("pk_") && secret.starts_with("sk_"));
     let keys = cli(url, &["key", "list", "--company", "company_acme"]);
-    assert!(keys.contains(key_id) && !keys.contains(secret), "the secret is shown once only");
+    assert!(
+        keys.contains(key_id) && !keys.contains(secret),
+        "the secret is shown once only"
+    );
     let revoked = cli_json(url, &["key", "revoke", key_id]);
     assert!(revoked["revokedAt"].is_i64());
 
     // Mistakes are refused with a message and a failure status.
     for args in [
         vec!["company", "create", "--name", "Dup", "--id", "company_acme"],
-        vec!["agent", "create", "--company", "company_nope", "--name", "X"],
+        vec![
+            "agent",
+            "create",
+            "--company",
+            "company_nope",
+            "--name",
+            "X",
+        ],
         vec!["agent", "update", "agent_nope", "--active", "false"],
         vec!["key", "revoke", "pk_nope"],
         vec!["company", "create", "--name", "Bad", "--id", "has space"],
@@ -132,24 +230,56 @@ async fn cli_changes_reach_a_running_server_within_a_second() {
     let token = minted["token"].as_str().unwrap();
     assert_eq!(me_status(&client, &server, token).await.0, 200);
 
-    cli(url, &["agent", "update", "agent_default", "--active", "false"]);
+    cli(
+        url,
+        &["agent", "update", "agent_default", "--active", "false"],
+    );
     within_a_second(&client, &server, token, 401).await;
-    cli(url, &["agent", "update", "agent_default", "--active", "true"]);
+    cli(
+        url,
+        &["agent", "update", "agent_default", "--active", "true"],
+    );
     within_a_second(&client, &server, token, 200).await;
 
-    cli(url, &["company", "update", "company_default", "--active", "false"]);
+    cli(
+        url,
+        &["company", "update", "company_default", "--active", "false"],
+    );
     within_a_second(&client, &server, token, 401).await;
-    cli(url, &["company", "update", "company_default", "--active", "true"]);
+    cli(
+        url,
+        &["company", "update", "company_default", "--active", "true"],
+    );
     within_a_second(&client, &server, token, 200).await;
 
-    cli(url, &["user", "invalidate", "--company", "company_default", "--external-id", "user_123"]);
+    cli(
+        url,
+        &[
+            "user",
+            "invalidate",
+            "--company",
+            "company_default",
+            "--external-id",
+            "user_123",
+        ],
+    );
     within_a_second(&client, &server, token, 401).await;
     let fresh: Value = mint(&client, &server, &body).await.json().await.unwrap();
     let fresh = fresh["token"].as_str().unwrap();
     assert_eq!(me_status(&client, &server, fresh).await.0, 200);
 
     let user_id = minted["user"]["id"].as_str().unwrap();
-    cli(url, &["user", "invalidate", "--company", "company_default", "--user", user_id]);
+    cli(
+        url,
+        &[
+            "user",
+            "invalidate",
+            "--company",
+            "company_default",
+            "--user",
+            user_id,
+        ],
+    );
     within_a_second(&client, &server, fresh, 401).await;
     let fresh: Value = mint(&client, &server, &body).await.json().await.unwrap();
     let fresh = fresh["token"].as_str().unwrap();
@@ -195,7 +325,11 @@ async fn kill_9_under_load_loses_no_answered_user() {
     for w in workers {
         answered.extend(w.await.unwrap());
     }
-    assert!(answered.len() > 20, "too little load to prove anything: {}", answered.len());
+    assert!(
+        answered.len() > 20,
+        "too little load to prove anything: {}",
+        answered.len()
+    );
 
     let db = Db::connect(&db.url).await.unwrap();
     for (external, id) in &answered {
@@ -218,8 +352,14 @@ async fn migrate_applies_the_schema_and_is_idempotent() {
 
 #[test]
 fn a_bad_database_url_is_explained() {
-    let out = common::performchat("mysql://localhost/x").args(["company", "list"]).output().unwrap();
+    let out = common::performchat("mysql://localhost/x")
+        .args(["company", "list"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("sqlite://") && stderr.contains("postgres://"), "{stderr}");
+    assert!(
+        stderr.contains("sqlite://") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
 }

@@ -43,7 +43,12 @@ async fn me_describes_the_token_holder() {
 #[tokio::test]
 async fn me_needs_a_bearer_token() {
     let app = spawn_app().await;
-    let res = app.client.get(app.url("/rest/v1/auth/me")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/rest/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     assert_error(res, 401, "token_invalid", "Authorization: Bearer").await;
     let res = app
@@ -71,7 +76,9 @@ async fn invalidation_by_user_id_kills_older_tokens_and_spares_newer_ones_in_the
     let minted = app.mint_ok("user_123").await;
     let old = minted["token"].as_str().unwrap().to_owned();
     let other_user = app.token_for("user_456").await;
-    let res = app.invalidate(&app.tenant, json!({"userId": minted["user"]["id"]})).await;
+    let res = app
+        .invalidate(&app.tenant, json!({"userId": minted["user"]["id"]}))
+        .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["invalidated"], true);
@@ -86,7 +93,11 @@ async fn invalidation_by_user_id_kills_older_tokens_and_spares_newer_ones_in_the
     );
     // Minted right after, within the same second as the invalidation.
     let new = app.token_for("user_123").await;
-    assert_eq!(claims(&old)["iat"], claims(&new)["iat"], "test needs one second; retry");
+    assert_eq!(
+        claims(&old)["iat"],
+        claims(&new)["iat"],
+        "test needs one second; retry"
+    );
     assert_dead(&app, &old, "token_revoked", "invalidated").await;
     assert_alive(&app, &new).await;
     assert_alive(&app, &other_user).await;
@@ -96,14 +107,27 @@ async fn invalidation_by_user_id_kills_older_tokens_and_spares_newer_ones_in_the
 async fn invalidation_by_external_id_works_too() {
     let app = spawn_app().await;
     let old = app.token_for("user_123").await;
-    let res = app.invalidate(&app.tenant, json!({"externalId": "user_123"})).await;
+    let res = app
+        .invalidate(&app.tenant, json!({"externalId": "user_123"}))
+        .await;
     assert_eq!(res.status(), 200);
     assert_dead(&app, &old, "token_revoked", "invalidated").await;
     // Numeric external ids too.
-    let numeric = app.mint(json!({"userId": 77})).await.json::<Value>().await.unwrap();
+    let numeric = app
+        .mint(json!({"userId": 77}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
     let res = app.invalidate(&app.tenant, json!({"externalId": 77})).await;
     assert_eq!(res.status(), 200);
-    assert_dead(&app, numeric["token"].as_str().unwrap(), "token_revoked", "invalidated").await;
+    assert_dead(
+        &app,
+        numeric["token"].as_str().unwrap(),
+        "token_revoked",
+        "invalidated",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -111,14 +135,21 @@ async fn another_companys_user_reads_as_unknown() {
     let app = spawn_app().await;
     let other = app.add_tenant("company_other", "agent_other").await;
     let theirs: Value = app
-        .post("/rest/v1/auth/token", &app.with_key(&other, json!({"userId": "user_123"})))
+        .post(
+            "/rest/v1/auth/token",
+            &app.with_key(&other, json!({"userId": "user_123"})),
+        )
         .await
         .json()
         .await
         .unwrap();
-    let foreign = app.invalidate(&app.tenant, json!({"userId": theirs["user"]["id"]})).await;
+    let foreign = app
+        .invalidate(&app.tenant, json!({"userId": theirs["user"]["id"]}))
+        .await;
     let foreign = assert_error(foreign, 404, "not_found", "no such user").await;
-    let unknown = app.invalidate(&app.tenant, json!({"userId": "nobody"})).await;
+    let unknown = app
+        .invalidate(&app.tenant, json!({"userId": "nobody"}))
+        .await;
     let unknown = assert_error(unknown, 404, "not_found", "no such user").await;
     assert_eq!(foreign, unknown);
     // And their token still works.
@@ -130,10 +161,15 @@ async fn invalidate_needs_exactly_one_way_to_name_the_user() {
     let app = spawn_app().await;
     let res = app.invalidate(&app.tenant, json!({})).await;
     assert_error(res, 400, "invalid_request", "userId").await;
-    let res = app.invalidate(&app.tenant, json!({"userId": "a", "externalId": "b"})).await;
+    let res = app
+        .invalidate(&app.tenant, json!({"userId": "a", "externalId": "b"}))
+        .await;
     assert_error(res, 400, "invalid_request", "not both").await;
     let res = app
-        .post("/rest/v1/auth/invalidate", &json!({"keyId": "pk_x", "keySecret": "sk_x", "userId": "a"}))
+        .post(
+            "/rest/v1/auth/invalidate",
+            &json!({"keyId": "pk_x", "keySecret": "sk_x", "userId": "a"}),
+        )
         .await;
     assert_error(res, 401, "invalid_credentials", "keyId or keySecret").await;
 }
@@ -144,7 +180,10 @@ async fn revoking_one_token_spares_the_users_others() {
     let first = app.token_for("user_123").await;
     let second = app.token_for("user_123").await;
     let res = app
-        .post("/rest/v1/auth/revoke", &app.with_key(&app.tenant, json!({"token": first})))
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": first})),
+        )
         .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
@@ -154,7 +193,10 @@ async fn revoking_one_token_spares_the_users_others() {
     assert_alive(&app, &second).await;
     // Revoking again is fine.
     let res = app
-        .post("/rest/v1/auth/revoke", &app.with_key(&app.tenant, json!({"token": first})))
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": first})),
+        )
         .await;
     assert_eq!(res.status(), 200);
 }
@@ -164,18 +206,27 @@ async fn another_companys_token_cannot_be_revoked_and_reads_like_garbage() {
     let app = spawn_app().await;
     let other = app.add_tenant("company_other", "agent_other").await;
     let theirs: Value = app
-        .post("/rest/v1/auth/token", &app.with_key(&other, json!({"userId": "u"})))
+        .post(
+            "/rest/v1/auth/token",
+            &app.with_key(&other, json!({"userId": "u"})),
+        )
         .await
         .json()
         .await
         .unwrap();
     let token = theirs["token"].as_str().unwrap();
     let res = app
-        .post("/rest/v1/auth/revoke", &app.with_key(&app.tenant, json!({"token": token})))
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": token})),
+        )
         .await;
     let foreign = assert_error(res, 400, "invalid_request", "token").await;
     let res = app
-        .post("/rest/v1/auth/revoke", &app.with_key(&app.tenant, json!({"token": "garbage"})))
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": "garbage"})),
+        )
         .await;
     let garbage = assert_error(res, 400, "invalid_request", "token").await;
     assert_eq!(foreign, garbage);
@@ -189,18 +240,33 @@ async fn a_revoked_key_kills_every_token_it_minted() {
     let second_key = {
         let secret = performchat::auth::KeySecret::generate();
         app.db
-            .insert_api_key("pk_second", &app.tenant.company, &secret.hash(), app.clock.now_ms())
+            .insert_api_key(
+                "pk_second",
+                &app.tenant.company,
+                &secret.hash(),
+                app.clock.now_ms(),
+            )
             .await
             .unwrap();
-        common::Tenant { key_id: "pk_second".into(), key_secret: secret.expose().into(), ..app.tenant.clone() }
+        common::Tenant {
+            key_id: "pk_second".into(),
+            key_secret: secret.expose().into(),
+            ..app.tenant.clone()
+        }
     };
     let by_second: Value = app
-        .post("/rest/v1/auth/token", &app.with_key(&second_key, json!({"userId": "user_123"})))
+        .post(
+            "/rest/v1/auth/token",
+            &app.with_key(&second_key, json!({"userId": "user_123"})),
+        )
         .await
         .json()
         .await
         .unwrap();
-    app.db.revoke_api_key(&app.tenant.key_id, app.clock.now_ms()).await.unwrap();
+    app.db
+        .revoke_api_key(&app.tenant.key_id, app.clock.now_ms())
+        .await
+        .unwrap();
     app.synced().await;
     assert_dead(&app, &token, "token_revoked", "API key").await;
     assert_alive(&app, by_second["token"].as_str().unwrap()).await;
@@ -210,12 +276,24 @@ async fn a_revoked_key_kills_every_token_it_minted() {
 async fn an_inactive_agent_suspends_its_tokens_until_reactivated() {
     let app = spawn_app().await;
     let token = app.token_for("user_123").await;
-    let off = AgentUpdate { active: Some(false), ..Default::default() };
-    app.db.update_agent("agent_abc", off, app.clock.now_ms()).await.unwrap();
+    let off = AgentUpdate {
+        active: Some(false),
+        ..Default::default()
+    };
+    app.db
+        .update_agent("agent_abc", off, app.clock.now_ms())
+        .await
+        .unwrap();
     app.synced().await;
     assert_dead(&app, &token, "token_revoked", "agent").await;
-    let on = AgentUpdate { active: Some(true), ..Default::default() };
-    app.db.update_agent("agent_abc", on, app.clock.now_ms()).await.unwrap();
+    let on = AgentUpdate {
+        active: Some(true),
+        ..Default::default()
+    };
+    app.db
+        .update_agent("agent_abc", on, app.clock.now_ms())
+        .await
+        .unwrap();
     app.synced().await;
     assert_alive(&app, &token).await;
 }
@@ -224,15 +302,24 @@ async fn an_inactive_agent_suspends_its_tokens_until_reactivated() {
 async fn an_inactive_company_suspends_its_tokens_until_reactivated() {
     let app = spawn_app().await;
     let token = app.token_for("user_123").await;
-    app.db.set_company_active("company_xyz", false, app.clock.now_ms()).await.unwrap();
+    app.db
+        .set_company_active("company_xyz", false, app.clock.now_ms())
+        .await
+        .unwrap();
     app.synced().await;
     assert_dead(&app, &token, "token_revoked", "company").await;
     // Its key can no longer introspect or mint either.
     let res = app
-        .post("/rest/v1/auth/introspect", &app.with_key(&app.tenant, json!({"token": token})))
+        .post(
+            "/rest/v1/auth/introspect",
+            &app.with_key(&app.tenant, json!({"token": token})),
+        )
         .await;
     assert_error(res, 403, "company_inactive", "inactive").await;
-    app.db.set_company_active("company_xyz", true, app.clock.now_ms()).await.unwrap();
+    app.db
+        .set_company_active("company_xyz", true, app.clock.now_ms())
+        .await
+        .unwrap();
     app.synced().await;
     assert_alive(&app, &token).await;
 }
@@ -241,7 +328,10 @@ async fn an_inactive_company_suspends_its_tokens_until_reactivated() {
 async fn expiry_is_exact_and_says_expired() {
     let app = spawn_app().await;
     let res = app.mint(json!({"userId": "u", "expiresIn": "1m"})).await;
-    let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let exp = claims(&token)["exp"].as_i64().unwrap();
     let wait_to = |target_s: i64| {
         let now_ms = app.clock.now_ms();
@@ -257,10 +347,16 @@ async fn expiry_is_exact_and_says_expired() {
 
 #[tokio::test]
 async fn a_configured_leeway_is_honoured() {
-    let settings = performchat::config::Settings { token_leeway: 30, ..Default::default() };
+    let settings = performchat::config::Settings {
+        token_leeway: 30,
+        ..Default::default()
+    };
     let app = common::spawn_app_with(settings).await;
     let res = app.mint(json!({"userId": "u", "expiresIn": "1m"})).await;
-    let token = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.advance_clock(Duration::from_secs(75)).await;
     assert_alive(&app, &token).await;
     app.advance_clock(Duration::from_secs(20)).await;
@@ -298,13 +394,39 @@ async fn forged_tokens_are_refused() {
     let other_deployment = forge(signed_header, &c, &[42u8; 32]);
     let mut cases = vec![
         ("wrong key (another deployment)", other_deployment),
-        ("tampered payload", format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(with("sub", json!("x")).to_string()), parts[2])),
-        ("tampered header", format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWS"}"#), parts[1], parts[2])),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode(with("sub", json!("x")).to_string()),
+                parts[2]
+            ),
+        ),
+        (
+            "tampered header",
+            format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWS"}"#),
+                parts[1],
+                parts[2]
+            ),
+        ),
         ("trailing bytes", format!("{good}AAAA")),
         ("extra segment", format!("{good}.e30")),
         ("no signature", format!("{}.{}.", parts[0], parts[1])),
-        ("over 8 KiB", format!("{}.{}.{}", parts[0], parts[1], "A".repeat(9000))),
-        ("string exp", forge(signed_header, &with("exp", json!(c["exp"].to_string())), &[0u8; 32])),
+        (
+            "over 8 KiB",
+            format!("{}.{}.{}", parts[0], parts[1], "A".repeat(9000)),
+        ),
+        (
+            "string exp",
+            forge(
+                signed_header,
+                &with("exp", json!(c["exp"].to_string())),
+                &[0u8; 32],
+            ),
+        ),
         ("garbage", "abc".into()),
     ];
     for alg in ["none", "None", "NONE", "HS384", "HS512", "RS256"] {
@@ -332,16 +454,22 @@ async fn a_token_with_a_string_exp_signed_with_the_real_key_is_refused() {
     // Sanity: the harness can sign a token the server accepts.
     assert_alive(&app, &forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret)).await;
     c["exp"] = json!(exp.to_string());
-    let res = app.me(&forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret)).await;
+    let res = app
+        .me(&forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret))
+        .await;
     assert_error(res, 401, "token_invalid", "malformed").await;
     c["exp"] = json!(exp);
     c["iat"] = json!(app.clock.now_s() + 3600);
     c["exp"] = json!(app.clock.now_s() + 7200);
-    let res = app.me(&forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret)).await;
+    let res = app
+        .me(&forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret))
+        .await;
     assert_error(res, 401, "token_invalid", "future").await;
     c["iat"] = json!(app.clock.now_s());
     c["iss"] = json!("someone-else");
-    let res = app.me(&forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret)).await;
+    let res = app
+        .me(&forge(r#"{"alg":"HS256","typ":"JWT"}"#, &c, &secret))
+        .await;
     assert_error(res, 401, "token_invalid", "issuer").await;
 }
 
@@ -358,11 +486,21 @@ async fn introspection_reports_only_the_callers_active_tokens() {
     assert_eq!(active["companyId"], "company_xyz");
 
     let other = app.add_tenant("company_other", "agent_other").await;
-    assert_eq!(app.introspect(&other, &token).await, json!({"active": false}));
-    assert_eq!(app.introspect(&app.tenant, "garbage").await, json!({"active": false}));
+    assert_eq!(
+        app.introspect(&other, &token).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        app.introspect(&app.tenant, "garbage").await,
+        json!({"active": false})
+    );
 
-    app.invalidate(&app.tenant, json!({"externalId": "user_123"})).await;
-    assert_eq!(app.introspect(&app.tenant, &token).await, json!({"active": false}));
+    app.invalidate(&app.tenant, json!({"externalId": "user_123"}))
+        .await;
+    assert_eq!(
+        app.introspect(&app.tenant, &token).await,
+        json!({"active": false})
+    );
 }
 
 #[tokio::test]
@@ -390,9 +528,17 @@ async fn only_the_bearer_endpoint_answers_cors() {
         .unwrap();
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
 
-    for path in ["/rest/v1/auth/token", "/rest/v1/auth/invalidate", "/rest/v1/auth/revoke", "/rest/v1/auth/introspect"] {
+    for path in [
+        "/rest/v1/auth/token",
+        "/rest/v1/auth/invalidate",
+        "/rest/v1/auth/revoke",
+        "/rest/v1/auth/introspect",
+    ] {
         let res = preflight(path, "POST").await.unwrap();
-        assert!(res.headers().get("access-control-allow-origin").is_none(), "{path}");
+        assert!(
+            res.headers().get("access-control-allow-origin").is_none(),
+            "{path}"
+        );
         let res = app
             .client
             .post(app.url(path))
@@ -401,7 +547,10 @@ async fn only_the_bearer_endpoint_answers_cors() {
             .send()
             .await
             .unwrap();
-        assert!(res.headers().get("access-control-allow-origin").is_none(), "{path}");
+        assert!(
+            res.headers().get("access-control-allow-origin").is_none(),
+            "{path}"
+        );
     }
 }
 

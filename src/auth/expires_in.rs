@@ -41,10 +41,12 @@ impl ExpiresIn {
             Some(Value::String(s)) => match parse_ms(s) {
                 Some(Duration { millis, unit: true }) => millis / 1000.0,
                 Some(Duration { unit: false, .. }) => {
-                    return Err("expiresIn has no unit, and a bare number in a string means \
+                    return Err(
+                        "expiresIn has no unit, and a bare number in a string means \
                                 milliseconds, which is almost never meant: add a unit (\"3600s\", \
                                 \"90m\", \"1h\", \"7d\") or send a JSON number of seconds"
-                        .to_owned());
+                            .to_owned(),
+                    );
                 }
                 None => {
                     return Err(format!(
@@ -84,11 +86,11 @@ impl ExpiresIn {
 
 /// "86400 seconds (24h)" style, for messages.
 fn describe(secs: u64) -> String {
-    let short = if secs % 86400 == 0 {
+    let short = if secs.is_multiple_of(86400) {
         format!("{}d", secs / 86400)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
@@ -171,7 +173,8 @@ mod tests {
     #[test]
     fn parses_exactly_as_ms_2_1_3_does() {
         let golden: Vec<Value> =
-            serde_json::from_str(include_str!("../../tests/fixtures/ms-2.1.3-golden.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/fixtures/ms-2.1.3-golden.json"))
+                .unwrap();
         assert!(golden.len() > 80);
         for case in golden {
             let input = case["input"].as_str().unwrap();
@@ -192,24 +195,43 @@ mod tests {
         assert_eq!(secs(json!(3600)), Ok(3600));
         assert_eq!(secs(json!(90.9)), Ok(90));
         assert_eq!(ExpiresIn::from_json(None, MAX), Ok(ExpiresIn::DEFAULT));
-        assert_eq!(ExpiresIn::from_json(Some(&Value::Null), MAX), Ok(ExpiresIn::DEFAULT));
+        assert_eq!(
+            ExpiresIn::from_json(Some(&Value::Null), MAX),
+            Ok(ExpiresIn::DEFAULT)
+        );
     }
 
     #[test]
     fn a_string_without_a_unit_is_refused_with_advice() {
         let err = secs(json!("3600")).unwrap_err();
-        assert!(err.contains("no unit") && err.contains("expiresIn"), "{err}");
+        assert!(
+            err.contains("no unit") && err.contains("expiresIn"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_range_is_enforced_at_both_ends() {
         assert_eq!(secs(json!("60s")), Ok(60));
         assert_eq!(secs(json!("30d")), Ok(2_592_000));
-        for bad in [json!("59s"), json!("59.999s"), json!("31d"), json!("1000y"), json!("-1h"),
-                    json!("0h"), json!(0), json!(-5), json!(59), json!(9_223_372_036_854_775_808u64),
-                    json!(1e300)] {
+        for bad in [
+            json!("59s"),
+            json!("59.999s"),
+            json!("31d"),
+            json!("1000y"),
+            json!("-1h"),
+            json!("0h"),
+            json!(0),
+            json!(-5),
+            json!(59),
+            json!(9_223_372_036_854_775_808u64),
+            json!(1e300),
+        ] {
             let err = secs(bad.clone()).unwrap_err();
-            assert!(err.contains("between 60 seconds (1m) and 2592000 seconds (30d)"), "{bad}: {err}");
+            assert!(
+                err.contains("between 60 seconds (1m) and 2592000 seconds (30d)"),
+                "{bad}: {err}"
+            );
         }
         let tight = ExpiresIn::from_json(Some(&json!("2h")), ExpiresIn::from_secs(3600));
         assert!(tight.unwrap_err().contains("3600 seconds (1h)"));
@@ -217,8 +239,18 @@ mod tests {
 
     #[test]
     fn other_shapes_are_refused_naming_the_field() {
-        for bad in [json!("abc"), json!("1e3h"), json!(" 1h"), json!(""), json!("NaN")] {
-            assert!(secs(bad).unwrap_err().starts_with("expiresIn is not a duration"));
+        for bad in [
+            json!("abc"),
+            json!("1e3h"),
+            json!(" 1h"),
+            json!(""),
+            json!("NaN"),
+        ] {
+            assert!(
+                secs(bad)
+                    .unwrap_err()
+                    .starts_with("expiresIn is not a duration")
+            );
         }
         for bad in [json!(true), json!([1]), json!({"h": 1})] {
             assert!(secs(bad).unwrap_err().starts_with("expiresIn must be"));

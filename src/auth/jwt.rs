@@ -138,10 +138,9 @@ pub fn decode(token: &str, keyring: &Keyring) -> Result<Claims, TokenError> {
     let bad_claims = TokenError::Invalid("the token's claims are malformed");
     let payload_json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad_claims)?;
     let claims: Claims = serde_json::from_slice(&payload_json).map_err(|_| bad_claims)?;
-    let key = keyring
-        .by_id
-        .get(&claims.skid)
-        .ok_or(TokenError::Invalid("the token was not signed by this server"))?;
+    let key = keyring.by_id.get(&claims.skid).ok_or(TokenError::Invalid(
+        "the token was not signed by this server",
+    ))?;
     let message_len = header.len() + 1 + payload.len();
     let valid = jsonwebtoken::crypto::verify(
         signature,
@@ -164,10 +163,14 @@ pub fn check_claims(
     issuer: &str,
 ) -> Result<(), TokenError> {
     if claims.iss != issuer {
-        return Err(TokenError::Invalid("the token was issued by another issuer"));
+        return Err(TokenError::Invalid(
+            "the token was issued by another issuer",
+        ));
     }
     if claims.exp <= claims.iat {
-        return Err(TokenError::Invalid("the token expires before it was issued"));
+        return Err(TokenError::Invalid(
+            "the token expires before it was issued",
+        ));
     }
     if claims.iat > now_s + leeway_s {
         return Err(TokenError::Invalid("the token is issued in the future"));
@@ -224,7 +227,9 @@ mod tests {
     fn the_header_is_exactly_the_documented_bytes() {
         let token = sign(&claims(), keyring().current());
         assert!(token.starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."));
-        let header = URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+        let header = URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
         assert_eq!(header, br#"{"alg":"HS256","typ":"JWT"}"#);
     }
 
@@ -241,15 +246,19 @@ mod tests {
         let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.typ = Some("JWT".into());
         let theirs =
-            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&[7u8; 32])).unwrap();
+            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(&[7u8; 32]))
+                .unwrap();
         let ours = sign(&claims(), keyring().current());
         // Same payload and key; only the header's field order differs.
         assert_eq!(theirs.split('.').nth(1), ours.split('.').nth(1));
         let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
-        let decoded =
-            jsonwebtoken::decode::<Claims>(&ours, &DecodingKey::from_secret(&[7u8; 32]), &validation)
-                .unwrap();
+        let decoded = jsonwebtoken::decode::<Claims>(
+            &ours,
+            &DecodingKey::from_secret(&[7u8; 32]),
+            &validation,
+        )
+        .unwrap();
         assert_eq!(decoded.claims, claims());
     }
 
@@ -263,14 +272,24 @@ mod tests {
             (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
         };
         let mut cases = vec![
-            ("wrong key", forge(json!({"alg":"HS256","typ":"JWT"}), payload.clone(), &[8u8; 32])),
+            (
+                "wrong key",
+                forge(
+                    json!({"alg":"HS256","typ":"JWT"}),
+                    payload.clone(),
+                    &[8u8; 32],
+                ),
+            ),
             ("trailing bytes", format!("{good}x")),
             ("extra segment", format!("{good}.x")),
             ("two segments", format!("{h}.{p}")),
             ("tampered payload", {
                 let mut c = claims();
                 c.sub = "u2".into();
-                format!("{h}.{}.{s}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap()))
+                format!(
+                    "{h}.{}.{s}",
+                    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap())
+                )
             }),
             ("too long", format!("{h}.{p}.{}", "A".repeat(MAX_TOKEN_LEN))),
             ("string exp", {
@@ -282,11 +301,35 @@ mod tests {
             ("empty", String::new()),
         ];
         for alg in ["none", "None", "NONE", "nOnE", "HS384", "HS512", "RS256"] {
-            cases.push((alg, forge(json!({"alg": alg, "typ": "JWT"}), payload.clone(), &[7u8; 32])));
+            cases.push((
+                alg,
+                forge(
+                    json!({"alg": alg, "typ": "JWT"}),
+                    payload.clone(),
+                    &[7u8; 32],
+                ),
+            ));
         }
-        cases.push(("kid header", forge(json!({"alg":"HS256","typ":"JWT","kid":"x"}), payload.clone(), &[7u8; 32])));
-        cases.push(("reordered header", forge(r#"{"typ":"JWT","alg":"HS256"}"#, payload.clone(), &[7u8; 32])));
-        cases.push(("spaced header", forge(r#"{"alg": "HS256", "typ": "JWT"}"#, payload, &[7u8; 32])));
+        cases.push((
+            "kid header",
+            forge(
+                json!({"alg":"HS256","typ":"JWT","kid":"x"}),
+                payload.clone(),
+                &[7u8; 32],
+            ),
+        ));
+        cases.push((
+            "reordered header",
+            forge(
+                r#"{"typ":"JWT","alg":"HS256"}"#,
+                payload.clone(),
+                &[7u8; 32],
+            ),
+        ));
+        cases.push((
+            "spaced header",
+            forge(r#"{"alg": "HS256", "typ": "JWT"}"#, payload, &[7u8; 32]),
+        ));
         for (name, token) in cases {
             assert!(
                 matches!(decode(&token, &ring), Err(TokenError::Invalid(_))),
@@ -299,19 +342,34 @@ mod tests {
     fn expiry_has_no_hidden_leeway() {
         let c = claims();
         assert_eq!(check_claims(&c, c.exp - 1, 0, "performchat"), Ok(()));
-        assert_eq!(check_claims(&c, c.exp, 0, "performchat"), Err(TokenError::Expired));
+        assert_eq!(
+            check_claims(&c, c.exp, 0, "performchat"),
+            Err(TokenError::Expired)
+        );
         assert_eq!(check_claims(&c, c.exp + 4, 5, "performchat"), Ok(()));
-        assert_eq!(check_claims(&c, c.exp + 5, 5, "performchat"), Err(TokenError::Expired));
+        assert_eq!(
+            check_claims(&c, c.exp + 5, 5, "performchat"),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
     fn issuer_and_issue_time_are_checked() {
         let c = claims();
-        assert!(matches!(check_claims(&c, NOW, 0, "other"), Err(TokenError::Invalid(_))));
-        assert!(matches!(check_claims(&c, NOW - 1, 0, "performchat"), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            check_claims(&c, NOW, 0, "other"),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(matches!(
+            check_claims(&c, NOW - 1, 0, "performchat"),
+            Err(TokenError::Invalid(_))
+        ));
         let mut backwards = claims();
         backwards.exp = backwards.iat;
-        assert!(matches!(check_claims(&backwards, NOW, 0, "performchat"), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            check_claims(&backwards, NOW, 0, "performchat"),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -24,7 +24,9 @@ impl ExternalUserId {
         match value {
             None | Some(Value::Null) => Err(format!("{field} is required")),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(ExternalUserId(n.to_string())),
-            Some(Value::Number(_)) => Err(format!("{field} must be a string or an integer, not a fraction")),
+            Some(Value::Number(_)) => Err(format!(
+                "{field} must be a string or an integer, not a fraction"
+            )),
             Some(Value::String(s)) => Ok(ExternalUserId(text_id(field, s)?.to_owned())),
             Some(_) => Err(format!("{field} must be a string or an integer")),
         }
@@ -87,7 +89,10 @@ mod tests {
         assert_eq!(user(json!("user_123")), Ok("user_123".into()));
         assert_eq!(user(json!(42)), Ok("42".into()));
         assert_eq!(user(json!(-7)), Ok("-7".into()));
-        assert_eq!(user(json!(18446744073709551615u64)), Ok("18446744073709551615".into()));
+        assert_eq!(
+            user(json!(18446744073709551615u64)),
+            Ok("18446744073709551615".into())
+        );
         assert_eq!(user(json!("é".repeat(256))), Ok("é".repeat(256)));
     }
 
@@ -106,21 +111,36 @@ mod tests {
             let err = user(v).unwrap_err();
             assert!(err.contains(says), "{err}");
         }
-        assert_eq!(ExternalUserId::from_json("userId", None).unwrap_err(), "userId is required");
+        assert_eq!(
+            ExternalUserId::from_json("userId", None).unwrap_err(),
+            "userId is required"
+        );
     }
 
     #[test]
     fn optional_ids_treat_null_as_absent() {
         assert_eq!(optional_id("agentId", None), Ok(None));
         assert_eq!(optional_id("agentId", Some(&Value::Null)), Ok(None));
-        assert_eq!(optional_id("agentId", Some(&json!("agent_abc"))), Ok(Some("agent_abc")));
+        assert_eq!(
+            optional_id("agentId", Some(&json!("agent_abc"))),
+            Ok(Some("agent_abc"))
+        );
         assert!(optional_id("agentId", Some(&json!(5))).is_err());
     }
 
     #[test]
     fn required_strings_name_the_missing_field() {
-        assert_eq!(required_str("keyId", None).unwrap_err(), "keyId is required");
-        assert_eq!(required_str("keyId", Some(&json!(""))).unwrap_err(), "keyId is required");
-        assert_eq!(required_str("keyId", Some(&json!(1))).unwrap_err(), "keyId must be a string");
+        assert_eq!(
+            required_str("keyId", None).unwrap_err(),
+            "keyId is required"
+        );
+        assert_eq!(
+            required_str("keyId", Some(&json!(""))).unwrap_err(),
+            "keyId is required"
+        );
+        assert_eq!(
+            required_str("keyId", Some(&json!(1))).unwrap_err(),
+            "keyId must be a string"
+        );
     }
 }

@@ -14,7 +14,9 @@ use crate::db::{AgentUpdate, Db, UserRef};
 fn check_id(kind: &str, id: &str) -> anyhow::Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
     if !ok {
         bail!("{kind} id {id:?} must be 1–128 letters, digits, '_', '-' or '.'");
     }
@@ -59,7 +61,11 @@ pub async fn company(db: &Db, cmd: CompanyCommand, out: Output) -> anyhow::Resul
         CompanyCommand::Update { id, active } => {
             let c = db.set_company_active(&id, active, now).await?;
             out.print(&c, || {
-                format!("company {} is now {}", c.id, if c.active { "active" } else { "inactive" })
+                format!(
+                    "company {} is now {}",
+                    c.id,
+                    if c.active { "active" } else { "inactive" }
+                )
             });
         }
     }
@@ -78,22 +84,41 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
         )
     };
     match cmd {
-        AgentCommand::Create { company, name, id, inactive, default } => {
+        AgentCommand::Create {
+            company,
+            name,
+            id,
+            inactive,
+            default,
+        } => {
             let id = id_or_new("agent", "agent", id)?;
-            let a = db.insert_agent(&id, &company, &name, !inactive, default, now).await?;
+            let a = db
+                .insert_agent(&id, &company, &name, !inactive, default, now)
+                .await?;
             out.print(&a, || format!("created agent {}", describe(&a)));
         }
-        AgentCommand::Update { id, active, name, default } => {
+        AgentCommand::Update {
+            id,
+            active,
+            name,
+            default,
+        } => {
             if active.is_none() && name.is_none() && !default {
                 bail!("nothing to change: give --active, --name or --default");
             }
-            let update = AgentUpdate { name: name.as_deref(), active, make_default: default };
+            let update = AgentUpdate {
+                name: name.as_deref(),
+                active,
+                make_default: default,
+            };
             let a = db.update_agent(&id, update, now).await?;
             out.print(&a, || format!("updated agent {}", describe(&a)));
         }
         AgentCommand::List { company } => {
             let list = db.list_agents(&company).await?;
-            out.print(&list, || list.iter().map(describe).collect::<Vec<_>>().join("\n"));
+            out.print(&list, || {
+                list.iter().map(describe).collect::<Vec<_>>().join("\n")
+            });
         }
     }
     Ok(())
@@ -152,14 +177,20 @@ pub async fn create_key(
     now_ms: i64,
 ) -> anyhow::Result<(crate::db::ApiKey, KeySecret)> {
     let secret = KeySecret::generate();
-    let key = db.insert_api_key(&new_key_id(), company, &secret.hash(), now_ms).await?;
+    let key = db
+        .insert_api_key(&new_key_id(), company, &secret.hash(), now_ms)
+        .await?;
     Ok((key, secret))
 }
 
 pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> {
     let now = Clock::default().now_ms();
     match cmd {
-        UserCommand::Invalidate { company, user, external_id } => {
+        UserCommand::Invalidate {
+            company,
+            user,
+            external_id,
+        } => {
             let user_ref = match (&user, &external_id) {
                 (Some(id), _) => UserRef::Id(id),
                 (None, Some(ext)) => UserRef::External(ext),
@@ -174,7 +205,12 @@ pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> 
                     "user": {"id": u.id, "externalId": u.external_id, "companyId": u.company_id},
                     "invalidatedAt": rfc3339_ms(u.invalidated_at.unwrap_or(now)),
                 }),
-                || format!("invalidated every token of user {} ({})", u.id, u.external_id),
+                || {
+                    format!(
+                        "invalidated every token of user {} ({})",
+                        u.id, u.external_id
+                    )
+                },
             );
         }
     }

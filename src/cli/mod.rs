@@ -40,7 +40,10 @@ pub struct Output {
 impl Output {
     pub fn print<T: Serialize>(self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).expect("serialisable"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("serialisable")
+            );
         } else {
             println!("{}", human());
         }

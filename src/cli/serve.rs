@@ -37,17 +37,27 @@ pub async fn run(database_url: &str, settings: Settings, out: Output) -> anyhow:
 /// On an empty database, creates a company, its default agent and one API key, and prints
 /// the key pair with a request to paste, once. Instances starting together on one empty
 /// database race on the fixed company id; exactly one wins and prints.
-async fn bootstrap(db: &Db, clock: &Clock, addr: std::net::SocketAddr, out: Output) -> anyhow::Result<()> {
+async fn bootstrap(
+    db: &Db,
+    clock: &Clock,
+    addr: std::net::SocketAddr,
+    out: Output,
+) -> anyhow::Result<()> {
     if db.count_companies().await? > 0 {
         return Ok(());
     }
     let now = clock.now_ms();
-    match db.insert_company(BOOT_COMPANY, "Default company", now).await {
+    match db
+        .insert_company(BOOT_COMPANY, "Default company", now)
+        .await
+    {
         Ok(_) => {}
         Err(Error::Conflict(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
-    let agent = db.insert_agent(BOOT_AGENT, BOOT_COMPANY, "Support Agent", true, true, now).await?;
+    let agent = db
+        .insert_agent(BOOT_AGENT, BOOT_COMPANY, "Support Agent", true, true, now)
+        .await?;
     let (key, secret) = create_key(db, BOOT_COMPANY, now).await?;
     let base = if addr.ip().is_unspecified() {
         format!("http://127.0.0.1:{}", addr.port())

@@ -61,7 +61,9 @@ impl Db {
             .fetch_optional(&mut *tx)
             .await?;
             if company.is_none() {
-                return Err(Error::NotFound(format!("no company with id {company_id:?}")));
+                return Err(Error::NotFound(format!(
+                    "no company with id {company_id:?}"
+                )));
             }
             sqlx::query(
                 "INSERT INTO agent (id, company_id, name, active, created_at) \
@@ -74,7 +76,9 @@ impl Db {
             .bind(now_ms)
             .execute(&mut *tx)
             .await
-            .map_err(|e| super::conflict_or(e, || format!("an agent with id {id:?} already exists")))?;
+            .map_err(|e| {
+                super::conflict_or(e, || format!("an agent with id {id:?} already exists"))
+            })?;
             record_change!(&mut *tx, ChangeKind::Agent, id, now_ms);
             tx.commit().await?;
         });
@@ -125,7 +129,12 @@ impl Db {
         })?)
     }
 
-    pub async fn update_agent(&self, id: &str, update: AgentUpdate<'_>, now_ms: i64) -> Result<Agent> {
+    pub async fn update_agent(
+        &self,
+        id: &str,
+        update: AgentUpdate<'_>,
+        now_ms: i64,
+    ) -> Result<Agent> {
         let found = run!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let company_id = sqlx::query_scalar::<_, String>(

@@ -48,7 +48,9 @@ impl Db {
         now_ms: i64,
     ) -> Result<ApiKey> {
         if self.find_company(company_id).await?.is_none() {
-            return Err(Error::NotFound(format!("no company with id {company_id:?}")));
+            return Err(Error::NotFound(format!(
+                "no company with id {company_id:?}"
+            )));
         }
         run!(self, write, |pool| {
             sqlx::query(
@@ -71,9 +73,9 @@ impl Db {
     pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
         Ok(run!(self, read, |pool| {
             sqlx::query_as::<_, ApiKey>(key_select!("WHERE k.id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
+                .bind(id)
+                .fetch_optional(pool)
+                .await
         })?)
     }
 

@@ -51,8 +51,6 @@ impl ChangeKind {
 pub(crate) const RECORD_CHANGE: &str =
     "INSERT INTO change_log (kind, subject, at) VALUES ($1, $2, $3)";
 
-
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub seq: i64,

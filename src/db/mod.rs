@@ -73,8 +73,6 @@ pub enum Db {
     Postgres(PgPool),
 }
 
-
-
 /// Which backend a URL selects, without connecting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -204,7 +202,9 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 /// anything else maps as usual. (Constraint names are not reported by SQLite, so the caller
 /// says what was taken.)
 pub(crate) fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> crate::error::Error {
-    if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+    if e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+    {
         crate::error::Error::Conflict(message())
     } else {
         e.into()
@@ -238,14 +238,20 @@ mod tests {
             "postgres://app:***@db:5432/pc"
         );
         assert_eq!(redact_url("postgres://app@db/pc"), "postgres://app@db/pc");
-        assert_eq!(redact_url("sqlite://performchat.db"), "sqlite://performchat.db");
+        assert_eq!(
+            redact_url("sqlite://performchat.db"),
+            "sqlite://performchat.db"
+        );
     }
 
     #[test]
     fn urls_select_their_backend() {
         assert_eq!(Backend::of_url("sqlite://x.db").unwrap(), Backend::Sqlite);
         assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::of_url("postgresql://h/d").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of_url("postgresql://h/d").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::of_url("mysql://h/d").is_err());
     }
 }

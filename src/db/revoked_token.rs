@@ -5,7 +5,13 @@ use crate::error::Result;
 
 impl Db {
     /// Revokes one token. Revoking twice is not an error.
-    pub async fn revoke_token(&self, jti: &str, company_id: &str, exp: i64, now_ms: i64) -> Result<()> {
+    pub async fn revoke_token(
+        &self,
+        jti: &str,
+        company_id: &str,
+        exp: i64,
+        now_ms: i64,
+    ) -> Result<()> {
         run!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(

@@ -53,7 +53,10 @@ impl Db {
         new_id: &str,
         now_ms: i64,
     ) -> Result<User> {
-        if let Some(user) = self.find_user(company_id, UserRef::External(external_id)).await? {
+        if let Some(user) = self
+            .find_user(company_id, UserRef::External(external_id))
+            .await?
+        {
             return Ok(user);
         }
         Ok(run!(self, write, |pool| {

@@ -49,7 +49,12 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -96,9 +101,7 @@ impl<'de> Deserialize<'de> for TopLevel {
                 while let Some(key) = access.next_key::<String>()? {
                     let value: Value = access.next_value()?;
                     if map.contains_key(&key) {
-                        return Err(serde::de::Error::custom(
-                            "must not repeat a key",
-                        ));
+                        return Err(serde::de::Error::custom("must not repeat a key"));
                     }
                     map.insert(key, value);
                 }

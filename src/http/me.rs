@@ -18,9 +18,14 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
         .db
         .find_user(&claims.company_id, UserRef::Id(&claims.sub))
         .await?;
-    let agent = state.db.find_agent(&claims.company_id, &claims.agent_id).await?;
+    let agent = state
+        .db
+        .find_agent(&claims.company_id, &claims.agent_id)
+        .await?;
     let (Some(user), Some(agent)) = (user, agent) else {
-        return Err(Error::TokenInvalid("the token's user or agent no longer exists"));
+        return Err(Error::TokenInvalid(
+            "the token's user or agent no longer exists",
+        ));
     };
     Ok(Json(json!({
         "user": UserBody::new(user, agent.id.clone()),
@@ -37,9 +42,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str> {
         .and_then(|v| v.to_str().ok())
         .ok_or(missing)?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
-        _ => Err(Error::TokenInvalid("send the token as Authorization: Bearer <token>")),
+        _ => Err(Error::TokenInvalid(
+            "send the token as Authorization: Bearer <token>",
+        )),
     }
 }

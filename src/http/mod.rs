@@ -49,7 +49,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(key_routes)
         .merge(browser_routes)
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .fallback(|| async { Error::NoRoute })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
@@ -81,7 +84,10 @@ pub fn router(state: AppState) -> Router {
 /// or cache.
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res

@@ -57,9 +57,13 @@ impl From<Agent> for AgentBody {
     }
 }
 
-pub async fn mint_token(State(state): State<AppState>, body: JsonObject) -> Result<Json<MintResponse>> {
+pub async fn mint_token(
+    State(state): State<AppState>,
+    body: JsonObject,
+) -> Result<Json<MintResponse>> {
     // Shape first (400), then who is asking (401/403), then what they ask for (404/403).
-    let user_id = ExternalUserId::from_json("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
+    let user_id =
+        ExternalUserId::from_json("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
     let agent_id = optional_id("agentId", body.get("agentId")).map_err(Error::InvalidRequest)?;
     let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
         .map_err(Error::InvalidRequest)?;
@@ -86,7 +90,10 @@ pub async fn revoke_token(State(state): State<AppState>, body: JsonObject) -> Re
 
 /// RFC 7662's answer shape: `{"active":false}` for anything but an active token of the
 /// caller's company.
-pub async fn introspect_token(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>> {
+pub async fn introspect_token(
+    State(state): State<AppState>,
+    body: JsonObject,
+) -> Result<Json<Value>> {
     let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body).await?;
     Ok(Json(match state.introspect(&caller, token)? {

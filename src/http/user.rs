@@ -11,13 +11,18 @@ use crate::db::UserRef;
 use crate::error::{Error, Result};
 use crate::service::AppState;
 
-pub async fn invalidate_user(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>> {
+pub async fn invalidate_user(
+    State(state): State<AppState>,
+    body: JsonObject,
+) -> Result<Json<Value>> {
     // `userId` here is the internal user.id the token endpoint returned (what the docs tell
     // companies to store); `externalId` is the company's own id.
     let internal = optional_id("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
     let external = match body.get("externalId") {
         None | Some(Value::Null) => None,
-        value => Some(ExternalUserId::from_json("externalId", value).map_err(Error::InvalidRequest)?),
+        value => {
+            Some(ExternalUserId::from_json("externalId", value).map_err(Error::InvalidRequest)?)
+        }
     };
     let user_ref = match (internal, &external) {
         (Some(id), None) => UserRef::Id(id),

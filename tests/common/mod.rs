@@ -38,7 +38,10 @@ impl TestDb {
                     .await
                     .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
                 let base = admin_url.split('?').next().unwrap();
-                let url = format!("{}/{name}", &base[..base.rfind('/').expect("URL has a path")]);
+                let url = format!(
+                    "{}/{name}",
+                    &base[..base.rfind('/').expect("URL has a path")]
+                );
                 TestDb {
                     url,
                     _dir: None,
@@ -66,12 +69,14 @@ async fn connect_admin(admin_url: &str) -> sqlx::PgConnection {
     use sqlx::Connection as _;
     let options = sqlx::postgres::PgConnectOptions::from_str(admin_url)
         .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a PostgreSQL URL: {e}"));
-    sqlx::PgConnection::connect_with(&options).await.unwrap_or_else(|e| {
-        panic!(
-            "{POSTGRES_ENV} is set, but PostgreSQL cannot be reached there ({e}). Start \
+    sqlx::PgConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{POSTGRES_ENV} is set, but PostgreSQL cannot be reached there ({e}). Start \
              PostgreSQL, or unset {POSTGRES_ENV} to run the suite on SQLite."
-        )
-    })
+            )
+        })
 }
 
 impl Drop for TestDb {
@@ -80,7 +85,10 @@ impl Drop for TestDb {
             // Drop runs inside the test's runtime, which cannot be blocked on: use a thread
             // with its own small runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     let mut admin = connect_admin(&admin_url).await;
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -123,7 +131,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let test_db = TestDb::new().await;
-    let db = Db::connect(&test_db.url).await.expect("connect test database");
+    let db = Db::connect(&test_db.url)
+        .await
+        .expect("connect test database");
     let clock = Clock::default();
     let stop = CancellationToken::new();
     let state = AppState::start(db.clone(), settings, clock.clone(), stop.clone())
@@ -201,23 +211,34 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// POST /rest/v1/auth/token with the main tenant's key pair added to `body`.
     pub async fn mint(&self, body: Value) -> Response {
-        self.post("/rest/v1/auth/token", &self.with_key(&self.tenant, body)).await
+        self.post("/rest/v1/auth/token", &self.with_key(&self.tenant, body))
+            .await
     }
 
     /// Mints for `user_id` with the main tenant and returns the 200 body.
     pub async fn mint_ok(&self, user_id: &str) -> Value {
-        let res = self.mint(json!({"userId": user_id, "expiresIn": "1h"})).await;
+        let res = self
+            .mint(json!({"userId": user_id, "expiresIn": "1h"}))
+            .await;
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
 
     pub async fn token_for(&self, user_id: &str) -> String {
-        self.mint_ok(user_id).await["token"].as_str().unwrap().to_owned()
+        self.mint_ok(user_id).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn me(&self, token: &str) -> Response {
@@ -230,12 +251,16 @@ impl TestApp {
     }
 
     pub async fn invalidate(&self, tenant: &Tenant, body: Value) -> Response {
-        self.post("/rest/v1/auth/invalidate", &self.with_key(tenant, body)).await
+        self.post("/rest/v1/auth/invalidate", &self.with_key(tenant, body))
+            .await
     }
 
     pub async fn introspect(&self, tenant: &Tenant, token: &str) -> Value {
         let res = self
-            .post("/rest/v1/auth/introspect", &self.with_key(tenant, json!({"token": token})))
+            .post(
+                "/rest/v1/auth/introspect",
+                &self.with_key(tenant, json!({"token": token})),
+            )
             .await;
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
@@ -276,7 +301,10 @@ pub async fn assert_error(res: Response, status: u16, code: &str, says: &str) ->
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], code, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains(says), "message {message:?} should mention {says:?}");
+    assert!(
+        message.contains(says),
+        "message {message:?} should mention {says:?}"
+    );
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
     assert_eq!(body["error"].as_object().unwrap().len(), 2, "{body}");
     body
@@ -286,7 +314,9 @@ pub async fn assert_error(res: Response, status: u16, code: &str, says: &str) ->
 pub fn claims(token: &str) -> Value {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -358,7 +388,10 @@ impl Server {
                 .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
                 .unwrap_or_else(|_| panic!("server did not start; it said: {seen:#?}"));
             if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on ".len()..].split_whitespace().next().unwrap();
+                let addr = line[at + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
                 break addr.to_owned();
             }
             seen.push(line);

@@ -425,3 +425,134 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temp dir, its own port), so that a test
+/// can stop and restart it without touching anybody else's database.
+pub struct PrivatePostgres {
+    pub url: String,
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                let mut v: Vec<_> = versions.filter_map(Result::ok).map(|e| e.path().join("bin")).collect();
+                v.sort();
+                v.pop()
+            })
+            .filter(|b| b.join("initdb").exists())
+            .expect("PostgreSQL server binaries (Debian package postgresql) are needed under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // initdb refuses to run as root: run the server as the postgres user then.
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if as_root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
+        let initdb = pg.bin.join("initdb");
+        let mut cmd = pg.command(&initdb);
+        cmd.args(["-D"])
+            .arg(&pg.data)
+            .args(["-U", "postgres", "--auth=trust", "-N"]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.up();
+        pg
+    }
+
+    fn command(&self, program: &std::path::Path) -> Command {
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let socket_dir = self.data.parent().unwrap().display().to_string();
+        let options = format!(
+            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=on",
+            self.port
+        );
+        let out = self
+            .command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-o", &options, "-w", "-t", "30"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn up(&self) {
+        self.pg_ctl(&[
+            "start",
+            "-l",
+            &self
+                .data
+                .parent()
+                .unwrap()
+                .join("log")
+                .display()
+                .to_string(),
+        ]);
+    }
+
+    /// Stops it the hard way (no shutdown checkpoint), as a crash would.
+    pub fn down(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["stop", "-m", "immediate"])
+            .output();
+    }
+}

@@ -1,0 +1,310 @@
+//! Several `performchat serve` processes sharing one database (a PostgreSQL behind a load
+//! balancer, or one SQLite file on one machine): what one instance or the CLI changes, every
+//! other instance applies within a second, and concurrent first requests agree on one user.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Server, TestDb, cli};
+use serde_json::{Value, json};
+
+struct Pair {
+    a: Server,
+    b: Server,
+    key: Value,
+    client: reqwest::Client,
+}
+
+async fn two_instances(db: &TestDb) -> Pair {
+    // On PostgreSQL the poll is slowed to 30 s, so that only LISTEN/NOTIFY can deliver a
+    // change within the second these tests allow.
+    let args: &[&str] = if db.is_postgres() {
+        &["--json", "--change-poll-ms", "30000"]
+    } else {
+        &["--json"]
+    };
+    let a = Server::start(&db.url, args);
+    let banner: Value = serde_json::from_str(&a.stdout).unwrap();
+    let b = Server::start(&db.url, args);
+    assert!(b.stdout.is_empty(), "only the first instance bootstraps");
+    Pair {
+        a,
+        b,
+        key: banner["bootstrap"].clone(),
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Pair {
+    fn body(&self, extra: Value) -> Value {
+        let mut body = extra;
+        body["keyId"] = self.key["keyId"].clone();
+        body["keySecret"] = self.key["keySecret"].clone();
+        body
+    }
+
+    async fn post(&self, on: &Server, path: &str, extra: Value) -> reqwest::Response {
+        self.client
+            .post(on.url(path))
+            .json(&self.body(extra))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn mint(&self, on: &Server, user: &str) -> Value {
+        let res = self
+            .post(on, "/rest/v1/auth/token", json!({"userId": user}))
+            .await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    async fn me(&self, on: &Server, token: &str) -> u16 {
+        let res = self
+            .client
+            .get(on.url("/rest/v1/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await;
+        res.unwrap().status().as_u16()
+    }
+
+    /// Polls `on` until the token answers `status`; fails after one second.
+    async fn within_a_second(&self, on: &Server, token: &str, status: u16) {
+        let start = Instant::now();
+        while self.me(on, token).await != status {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "not {status} within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn changes_on_one_instance_reach_the_other_within_a_second() {
+    let db = TestDb::new().await;
+    let p = two_instances(&db).await;
+
+    // Minted on A, verified on B.
+    let minted = p.mint(&p.a, "user_123").await;
+    let token = minted["token"].as_str().unwrap();
+    assert_eq!(p.me(&p.b, token).await, 200);
+
+    // Invalidated on A → dead on B; a token minted on B right after lives on A.
+    let res = p
+        .post(
+            &p.a,
+            "/rest/v1/auth/invalidate",
+            json!({"userId": minted["user"]["id"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    p.within_a_second(&p.b, token, 401).await;
+    let fresh = p.mint(&p.b, "user_123").await;
+    let fresh = fresh["token"].as_str().unwrap();
+    assert_eq!(p.me(&p.a, fresh).await, 200);
+
+    // Revoked on B → dead on A.
+    let res = p
+        .post(&p.b, "/rest/v1/auth/revoke", json!({"token": fresh}))
+        .await;
+    assert_eq!(res.status(), 200);
+    p.within_a_second(&p.a, fresh, 401).await;
+
+    // The CLI reaches both.
+    let other = p.mint(&p.a, "user_456").await;
+    let other = other["token"].as_str().unwrap();
+    cli(
+        &db.url,
+        &["agent", "update", "agent_default", "--active", "false"],
+    );
+    p.within_a_second(&p.a, other, 401).await;
+    p.within_a_second(&p.b, other, 401).await;
+    cli(
+        &db.url,
+        &["agent", "update", "agent_default", "--active", "true"],
+    );
+    p.within_a_second(&p.a, other, 200).await;
+    p.within_a_second(&p.b, other, 200).await;
+}
+
+#[tokio::test]
+async fn two_instances_agree_on_one_user_id_under_concurrent_first_requests() {
+    let db = TestDb::new().await;
+    let p = two_instances(&db).await;
+    let body = p.body(json!({"userId": "racing_user"}));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let server = if i % 2 == 0 { &p.a } else { &p.b };
+            let req = p.client.post(server.url("/rest/v1/auth/token")).json(&body);
+            tokio::spawn(async move {
+                let res = req.send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                let body: Value = res.json().await.unwrap();
+                body["user"]["id"].as_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+/// PostgreSQL stops mid-load and comes back: requests in between get a quick 503, service
+/// resumes by itself, no answered user is lost, and invalidations made before still hold.
+#[tokio::test]
+async fn a_postgresql_restart_mid_load_loses_nothing_and_heals_itself() {
+    if std::env::var_os(common::POSTGRES_ENV).is_none() {
+        eprintln!(
+            "NOT RUN on SQLite: this test runs with {}",
+            common::POSTGRES_ENV
+        );
+        return;
+    }
+    let pg = common::PrivatePostgres::start();
+    let server = Server::start(&pg.url, &["--json"]);
+    let banner: Value = serde_json::from_str(&server.stdout).unwrap();
+    let key = banner["bootstrap"].clone();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let body =
+        |user: &str| json!({"keyId": key["keyId"], "keySecret": key["keySecret"], "userId": user});
+    let mint_url = server.url("/rest/v1/auth/token");
+
+    // An invalidation made just before the outage.
+    let victim: Value = client
+        .post(&mint_url)
+        .json(&body("victim"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let victim_token = victim["token"].as_str().unwrap().to_owned();
+    let inv = json!({"keyId": key["keyId"], "keySecret": key["keySecret"], "externalId": "victim"});
+    let res = client
+        .post(server.url("/rest/v1/auth/invalidate"))
+        .json(&inv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let stop_load = tokio_util::sync::CancellationToken::new();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, url, stop, key) = (client.clone(), mint_url.clone(), stop_load.clone(), key.clone());
+            tokio::spawn(async move {
+                let (mut answered, mut unavailable, mut slowest) = (Vec::new(), 0, Duration::ZERO);
+                let mut i = 0;
+                while !stop.is_cancelled() {
+                    i += 1;
+                    let user = format!("load_{w}_{i}");
+                    let body = json!({"keyId": key["keyId"], "keySecret": key["keySecret"], "userId": user});
+                    let started = Instant::now();
+                    let res = client.post(&url).json(&body).send().await.expect("the server answers");
+                    slowest = slowest.max(started.elapsed());
+                    match res.status().as_u16() {
+                        200 => {
+                            let body: Value = res.json().await.unwrap();
+                            answered.push((user, body["user"]["id"].as_str().unwrap().to_owned()));
+                        }
+                        503 => {
+                            let body: Value = res.json().await.unwrap();
+                            assert_eq!(body["error"]["code"], "unavailable");
+                            unavailable += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        other => panic!("unexpected status {other} during the outage"),
+                    }
+                }
+                (answered, unavailable, slowest)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg.down();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    pg.up();
+    // Service resumes by itself.
+    let healed = Instant::now();
+    loop {
+        let res = client
+            .post(&mint_url)
+            .json(&body("after"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "no recovery after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_load.cancel();
+    let (mut answered, mut unavailable, mut slowest) = (Vec::new(), 0, Duration::ZERO);
+    for w in workers {
+        let (a, u, s) = w.await.unwrap();
+        answered.extend(a);
+        unavailable += u;
+        slowest = slowest.max(s);
+    }
+    assert!(unavailable > 0, "the outage was never seen");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a request hung for {slowest:?}"
+    );
+
+    // Nothing answered was lost.
+    let db = performchat::db::Db::connect(&pg.url).await.unwrap();
+    for (external, id) in &answered {
+        let user = db
+            .find_user(
+                "company_default",
+                performchat::db::UserRef::External(external),
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("answered user {external} was lost"));
+        assert_eq!(&user.id, id);
+    }
+    // The invalidation still holds; fresh tokens work.
+    let res = client
+        .get(server.url("/rest/v1/auth/me"))
+        .bearer_auth(&victim_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let fresh: Value = client
+        .post(&mint_url)
+        .json(&body("victim"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = client
+        .get(server.url("/rest/v1/auth/me"))
+        .bearer_auth(fresh["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

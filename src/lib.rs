@@ -8,6 +8,7 @@
 //! current), `service` (the operations), `http` (thin handlers), `cli` (operator commands).
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -49,6 +49,23 @@ impl Revocations {
         Ok(())
     }
 
+    /// The user's current token version (0 if never invalidated).
+    pub fn user_version(&self, user_id: &str) -> i64 {
+        self.user_versions.get(user_id).copied().unwrap_or(0)
+    }
+
+    pub fn is_key_revoked(&self, key_id: &str) -> bool {
+        self.revoked_keys.contains(key_id)
+    }
+
+    pub fn is_agent_inactive(&self, agent_id: &str) -> bool {
+        self.inactive_agents.contains(agent_id)
+    }
+
+    pub fn is_company_inactive(&self, company_id: &str) -> bool {
+        self.inactive_companies.contains(company_id)
+    }
+
     pub fn set_user_version(&mut self, user_id: &str, version: i64) {
         if version > 0 {
             self.user_versions.insert(user_id.to_owned(), version);

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::api_key::NO_KEY_HASH;
+use crate::auth::api_key::{NO_KEY_HASH, random_base62};
+use crate::cache::CachedKey;
 use crate::auth::jwt::{self, Claims, TokenError};
 use crate::auth::{ExpiresIn, ExternalUserId, KeySecret};
 use crate::clock::Clock;
@@ -62,30 +63,93 @@ impl AppState {
 
     /// Checks a key pair. An unknown keyId and a wrong secret fail alike (same error, same
     /// hashing work); only a correct pair learns that its key is revoked or its company
-    /// inactive.
+    /// inactive. A known key costs no database read.
     pub async fn authenticate(&self, key_id: &str, secret: &KeySecret) -> Result<Caller> {
-        let key = self.db.find_api_key(key_id).await?;
-        let stored_hash = key
-            .as_ref()
-            .map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
+        let caches = &self.live.caches;
+        let (key, fresh_refusal) = match caches.key(key_id) {
+            Some(key) => (Some(key), None),
+            None => {
+                let generation = caches.generation();
+                match self.db.find_api_key(key_id).await? {
+                    Some(row) => {
+                        let key = CachedKey {
+                            company_id: row.company_id.clone(),
+                            secret_hash: row.secret_hash.clone(),
+                        };
+                        caches.fill_key(key_id, key.clone(), generation);
+                        let refusal = if row.revoked_at.is_some() {
+                            Some(Error::KeyRevoked)
+                        } else if !row.company_active {
+                            Some(Error::CompanyInactive)
+                        } else {
+                            None
+                        };
+                        (Some(key), refusal)
+                    }
+                    None => (None, None),
+                }
+            }
+        };
+        let stored_hash = key.as_ref().map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
         let matches = secret.matches(stored_hash);
         let Some(key) = key.filter(|_| matches) else {
             return Err(Error::InvalidCredentials);
         };
-        if key.revoked_at.is_some() {
-            return Err(Error::KeyRevoked);
+        if let Some(refusal) = fresh_refusal {
+            return Err(refusal);
         }
-        if !key.company_active {
-            return Err(Error::CompanyInactive);
+        {
+            let revocations = self.live.revocations();
+            if revocations.is_key_revoked(key_id) {
+                return Err(Error::KeyRevoked);
+            }
+            if revocations.is_company_inactive(&key.company_id) {
+                return Err(Error::CompanyInactive);
+            }
         }
         Ok(Caller {
-            key_id: key.id,
+            key_id: key_id.to_owned(),
             company_id: key.company_id,
         })
     }
 
+    /// The company's agent with this id, from the cache or the database.
+    pub async fn find_agent(&self, company_id: &str, agent_id: &str) -> Result<Option<Agent>> {
+        let caches = &self.live.caches;
+        if let Some(agent) = caches.agent(agent_id) {
+            return Ok(Some(agent).filter(|a| a.company_id == company_id));
+        }
+        let generation = caches.generation();
+        let agent = self.db.find_agent_by_id(agent_id).await?;
+        if let Some(agent) = &agent {
+            caches.fill_agent(agent, generation);
+        }
+        Ok(agent.filter(|a| a.company_id == company_id))
+    }
+
+    async fn default_agent(&self, company_id: &str) -> Result<Option<Agent>> {
+        let caches = &self.live.caches;
+        let generation = caches.generation();
+        let agent_id = match caches.default_agent_id(company_id) {
+            Some(id) => id,
+            None => {
+                let agent = self.db.find_default_agent(company_id).await?;
+                let id = agent.as_ref().map(|a| a.id.clone());
+                caches.fill_default_agent(company_id, id.clone(), generation);
+                if let Some(agent) = &agent {
+                    caches.fill_agent(agent, generation);
+                }
+                id
+            }
+        };
+        match agent_id {
+            Some(id) => self.find_agent(company_id, &id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Mints a token for the company's user `external_id` and one of its agents (its
-    /// default agent when none is named). The user row is committed before this returns.
+    /// default agent when none is named). A new user's row is committed before this returns.
     pub async fn mint(
         &self,
         caller: &Caller,
@@ -95,31 +159,18 @@ impl AppState {
     ) -> Result<Minted> {
         let agent = match agent_id {
             Some(id) => self
-                .db
                 .find_agent(&caller.company_id, id)
                 .await?
                 .ok_or_else(|| Error::AgentNotFound(id.to_owned()))?,
-            None => self
-                .db
-                .find_default_agent(&caller.company_id)
-                .await?
-                .ok_or_else(|| {
-                    Error::invalid("agentId is required: this company has no default agent")
-                })?,
+            None => self.default_agent(&caller.company_id).await?.ok_or_else(|| {
+                Error::invalid("agentId is required: this company has no default agent")
+            })?,
         };
-        if !agent.active {
+        if !agent.active || self.live.revocations().is_agent_inactive(&agent.id) {
             return Err(Error::AgentInactive(agent.id));
         }
         let now_ms = self.clock.now_ms();
-        let user = self
-            .db
-            .upsert_user(
-                &caller.company_id,
-                external_id.as_str(),
-                &cuid2::create_id(),
-                now_ms,
-            )
-            .await?;
+        let user = self.user_for(&caller.company_id, external_id, now_ms).await?;
         let iat = now_ms.div_euclid(1000);
         let keyring = self.live.keyring();
         let key = keyring.current();
@@ -131,13 +182,53 @@ impl AppState {
             ver: user.token_version,
             skid: key.id.clone(),
             iss: self.settings.issuer.clone(),
-            jti: cuid2::create_id(),
+            // 22 base62 characters: 131 random bits.
+            jti: random_base62(22),
             iat,
             exp: iat + expires_in.secs() as i64,
         };
         let token = jwt::sign(&claims, key);
         drop(keyring);
         Ok(Minted { token, user, agent })
+    }
+
+    /// The user for (company, external id), made on first sight. A known user costs no
+    /// database read: ids never change, and the token version comes from the revocation
+    /// state. (Across instances that state trails the database by the change feed's delay,
+    /// milliseconds with PostgreSQL's NOTIFY; a token minted on another instance within
+    /// that window of an invalidation is invalidated too, erring toward killing.)
+    async fn user_for(&self, company_id: &str, external_id: &ExternalUserId, now_ms: i64) -> Result<User> {
+        let caches = &self.live.caches;
+        if let Some(id) = caches.user_id(company_id, external_id.as_str()) {
+            let token_version = self.live.revocations().user_version(&id);
+            return Ok(User {
+                id,
+                company_id: company_id.to_owned(),
+                external_id: external_id.as_str().to_owned(),
+                token_version,
+                invalidated_at: None,
+            });
+        }
+        let mut user = self
+            .db
+            .upsert_user(company_id, external_id.as_str(), &cuid2::create_id(), now_ms)
+            .await?;
+        caches.fill_user(company_id, &user.external_id, &user.id);
+        // The database is never behind memory; memory may be behind the database.
+        user.token_version = user.token_version.max(self.live.revocations().user_version(&user.id));
+        Ok(user)
+    }
+
+    /// The external id of a user, for `/me`.
+    pub async fn external_id(&self, company_id: &str, user_id: &str) -> Result<Option<String>> {
+        if let Some(ext) = self.live.caches.external_id(user_id) {
+            return Ok(Some(ext));
+        }
+        let user = self.db.find_user(company_id, UserRef::Id(user_id)).await?;
+        if let Some(u) = &user {
+            self.live.caches.fill_user(company_id, &u.external_id, &u.id);
+        }
+        Ok(user.map(|u| u.external_id))
     }
 
     /// The one verification path for every endpoint that accepts a token: signature, issuer,

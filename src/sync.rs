@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{Keyring, SigningKey};
+use crate::cache::Caches;
 use crate::clock::Clock;
 use crate::db::{Change, ChangeKind, Db};
 use crate::error::{Error, Result};
@@ -26,6 +27,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// The in-memory state verification reads. Cheap to read under contention: writes are rare.
 pub struct Live {
+    /// Read caches of the mint path, evicted by the same changes.
+    pub caches: Caches,
     revocations: RwLock<Revocations>,
     keyring: RwLock<Keyring>,
     /// The last change applied.
@@ -78,6 +81,7 @@ pub async fn load(db: &Db, clock: &Clock) -> Result<Arc<Live>> {
     )
     .ok_or_else(|| Error::Internal(anyhow::anyhow!("no signing key after creating one")))?;
     Ok(Arc::new(Live {
+        caches: Caches::default(),
         revocations: RwLock::new(Revocations::from_snapshot(&snapshot)),
         keyring: RwLock::new(keyring),
         seq: AtomicI64::new(snapshot.seq),
@@ -161,11 +165,13 @@ async fn apply(db: &Db, live: &Live, change: &Change, clock: &Clock) -> Result<(
             live.revocations_mut().set_token_revoked(id, exp);
         }
         ChangeKind::Key => {
+            live.caches.evict_key(id);
             let key = db.find_api_key(id).await?;
             let revoked = key.is_some_and(|k| k.revoked_at.is_some());
             live.revocations_mut().set_key_revoked(id, revoked);
         }
         ChangeKind::Agent => {
+            live.caches.evict_agent(id);
             let agent = db.find_agent_by_id(id).await?;
             let inactive = agent.is_some_and(|a| !a.active);
             live.revocations_mut().set_agent_inactive(id, inactive);

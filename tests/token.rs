@@ -344,12 +344,15 @@ async fn refused_keys_agents_and_companies_get_their_status() {
         .await;
     assert_error(res, 404, "agent_not_found", "agent_other").await;
 
+    // Changes made straight in the database (as the CLI does) apply through the change
+    // feed, within a second; `synced` waits for it.
     // 403: an inactive agent.
     let update = performchat::db::AgentUpdate {
         active: Some(false),
         ..Default::default()
     };
     app.db.update_agent("agent_abc", update, now).await.unwrap();
+    app.synced().await;
     let res = app.mint(json!({"userId": "u"})).await;
     assert_error(res, 403, "agent_inactive", "agent_abc").await;
     let update = performchat::db::AgentUpdate {
@@ -357,24 +360,28 @@ async fn refused_keys_agents_and_companies_get_their_status() {
         ..Default::default()
     };
     app.db.update_agent("agent_abc", update, now).await.unwrap();
+    app.synced().await;
 
     // 403: an inactive company.
     app.db
         .set_company_active("company_xyz", false, now)
         .await
         .unwrap();
+    app.synced().await;
     let res = app.mint(json!({"userId": "u"})).await;
     assert_error(res, 403, "company_inactive", "inactive").await;
     app.db
         .set_company_active("company_xyz", true, now)
         .await
         .unwrap();
+    app.synced().await;
 
     // 403: a revoked key (only a correct secret learns it).
     app.db
         .revoke_api_key(&app.tenant.key_id, now)
         .await
         .unwrap();
+    app.synced().await;
     let res = app.mint(json!({"userId": "u"})).await;
     assert_error(res, 403, "key_revoked", "revoked").await;
     let res = app

@@ -69,6 +69,8 @@ pub enum Db {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
+        /// The group-commit task that inserts first-seen users (see `upsert_user`).
+        user_inserts: tokio::sync::mpsc::Sender<user::UserInsert>,
     },
     Postgres(PgPool),
 }
@@ -124,7 +126,12 @@ impl Db {
                     .connect_with(options.read_only(true))
                     .await
                     .context("cannot open SQLite database for reading")?;
-                Db::Sqlite { read, write }
+                let user_inserts = user::spawn_group_commit(write.clone());
+                Db::Sqlite {
+                    read,
+                    write,
+                    user_inserts,
+                }
             }
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)
@@ -155,7 +162,7 @@ impl Db {
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite { read, write } => {
+            Db::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }

@@ -1,8 +1,49 @@
 //! End users: one row per (company, the company's own user id). The internal id is made
 //! once and never changes, because companies store it to invalidate tokens later.
 
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
 use super::{ChangeKind, Db};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Inserts the user unless (company, external id) exists, and evaluates to the row that
+/// holds (`Result<User, sqlx::Error>`). A macro, so that the one SQL runs on either backend's
+/// connection: `insert_user!(&mut *conn, &pending)`.
+macro_rules! insert_user {
+    ($conn:expr, $p:expr) => {
+        async {
+            let p: &PendingUser = $p;
+            let inserted = sqlx::query_as::<_, User>(
+                "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) \
+                 VALUES ($1, $2, $3, 0, $4) ON CONFLICT (company_id, external_id) DO NOTHING \
+                 RETURNING id, company_id, external_id, token_version, invalidated_at",
+            )
+            .bind(p.new_id.as_str())
+            .bind(p.company_id.as_str())
+            .bind(p.external_id.as_str())
+            .bind(p.now_ms)
+            .fetch_optional($conn)
+            .await?;
+            match inserted {
+                Some(user) => Ok::<User, sqlx::Error>(user),
+                // Another request created it first; read it on this (writing) connection,
+                // which has seen that commit.
+                None => {
+                    sqlx::query_as::<_, User>(
+                        "SELECT id, company_id, external_id, token_version, invalidated_at \
+                         FROM app_user WHERE company_id = $1 AND external_id = $2",
+                    )
+                    .bind(p.company_id.as_str())
+                    .bind(p.external_id.as_str())
+                    .fetch_one($conn)
+                    .await
+                }
+            }
+        }
+    };
+}
+
 
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq, Eq)]
 pub struct User {
@@ -53,40 +94,32 @@ impl Db {
         new_id: &str,
         now_ms: i64,
     ) -> Result<User> {
-        if let Some(user) = self
-            .find_user(company_id, UserRef::External(external_id))
-            .await?
-        {
+        if let Some(user) = self.find_user(company_id, UserRef::External(external_id)).await? {
             return Ok(user);
         }
-        Ok(run!(self, write, |pool| {
-            let inserted = sqlx::query_as::<_, User>(
-                "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) \
-                 VALUES ($1, $2, $3, 0, $4) ON CONFLICT (company_id, external_id) DO NOTHING \
-                 RETURNING id, company_id, external_id, token_version, invalidated_at",
-            )
-            .bind(new_id)
-            .bind(company_id)
-            .bind(external_id)
-            .bind(now_ms)
-            .fetch_optional(pool)
-            .await?;
-            match inserted {
-                Some(user) => user,
-                // Another request created it first; read it on the writer, which has seen
-                // that commit.
-                None => {
-                    sqlx::query_as::<_, User>(
-                        "SELECT id, company_id, external_id, token_version, invalidated_at \
-                         FROM app_user WHERE company_id = $1 AND external_id = $2",
-                    )
-                    .bind(company_id)
-                    .bind(external_id)
-                    .fetch_one(pool)
-                    .await?
-                }
+        let pending = PendingUser {
+            company_id: company_id.to_owned(),
+            external_id: external_id.to_owned(),
+            new_id: new_id.to_owned(),
+            now_ms,
+        };
+        match self {
+            // SQLite commits one transaction at a time, each with an fsync: concurrent first
+            // requests are batched into one transaction by the group-commit task, and each
+            // caller still hears back only after the commit that holds its row.
+            Db::Sqlite { user_inserts, .. } => {
+                let (reply, answer) = oneshot::channel();
+                user_inserts
+                    .send((pending, reply))
+                    .await
+                    .map_err(|_| Error::Unavailable)?;
+                answer.await.map_err(|_| Error::Unavailable)?
             }
-        }))
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                Ok(insert_user!(&mut *conn, &pending).await?)
+            }
+        }
     }
 
     /// Kills every token the user holds now. Returns None for a user this company does
@@ -136,4 +169,59 @@ impl Db {
         })?
         .unwrap_or(0))
     }
+}
+
+/// A first-seen user waiting to be inserted.
+pub struct PendingUser {
+    company_id: String,
+    external_id: String,
+    new_id: String,
+    now_ms: i64,
+}
+
+pub type UserInsert = (PendingUser, oneshot::Sender<Result<User>>);
+
+/// How many first-seen users one SQLite transaction takes at most.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// SQLite's group-commit task: takes every insert waiting, runs them in one `BEGIN
+/// IMMEDIATE` transaction, commits once, then answers each. Ends when every `Db` is dropped.
+pub(super) fn spawn_group_commit(write: SqlitePool) -> mpsc::Sender<UserInsert> {
+    let (tx, mut rx) = mpsc::channel::<UserInsert>(4 * GROUP_COMMIT_MAX);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+            let result = async {
+                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+                let mut users = Vec::with_capacity(batch.len());
+                for (pending, _) in &batch {
+                    users.push(insert_user!(&mut *tx, pending).await?);
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(users)
+            }
+            .await;
+            match result {
+                Ok(users) => {
+                    for ((_, reply), user) in batch.drain(..).zip(users) {
+                        let _ = reply.send(Ok(user));
+                    }
+                }
+                Err(e) => {
+                    let unavailable = super::is_unavailable(&e);
+                    if !unavailable {
+                        tracing::error!(error = %e, "group commit of new users failed");
+                    }
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(if unavailable {
+                            Error::Unavailable
+                        } else {
+                            Error::Internal(anyhow::anyhow!("storing a new user failed"))
+                        }));
+                    }
+                }
+            }
+        }
+    });
+    tx
 }

@@ -7,28 +7,26 @@ use serde_json::{Value, json};
 
 use super::token::{AgentBody, UserBody};
 use crate::clock::rfc3339_s;
-use crate::db::UserRef;
 use crate::error::{Error, Result};
 use crate::service::AppState;
 
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
     let token = bearer(&headers)?;
     let claims = state.verify(token)?;
-    let user = state
-        .db
-        .find_user(&claims.company_id, UserRef::Id(&claims.sub))
-        .await?;
-    let agent = state
-        .db
-        .find_agent(&claims.company_id, &claims.agent_id)
-        .await?;
-    let (Some(user), Some(agent)) = (user, agent) else {
+    let external_id = state.external_id(&claims.company_id, &claims.sub).await?;
+    let agent = state.find_agent(&claims.company_id, &claims.agent_id).await?;
+    let (Some(external_id), Some(agent)) = (external_id, agent) else {
         return Err(Error::TokenInvalid(
             "the token's user or agent no longer exists",
         ));
     };
     Ok(Json(json!({
-        "user": UserBody::new(user, agent.id.clone()),
+        "user": UserBody {
+            id: claims.sub,
+            external_id,
+            company_id: claims.company_id,
+            agent_id: agent.id.clone(),
+        },
         "agent": AgentBody::from(agent),
         "expiresAt": rfc3339_s(claims.exp),
     })))

@@ -1,0 +1,218 @@
+//! Bounded read caches for the mint path, so that minting for a known user reads no
+//! database: API keys (id → company, secret hash), agents, each company's default agent, and
+//! users ((company, external id) ↔ user id).
+//!
+//! What may change is either kept out of these caches or evicted by the change feed:
+//! - a key's revocation and a company's or agent's activity are read from the revocation
+//!   state (`revocation`), never from here;
+//! - an agent's name or default status changes through the change log, which evicts it;
+//! - a user's ids never change once made; a user's token version lives in the revocation
+//!   state.
+//!
+//! A fill that raced with an eviction (read the database before the change, stored after)
+//! would bring back stale data; every fill therefore carries the eviction generation it
+//! started under and is dropped if an eviction happened since.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use moka::sync::Cache;
+
+use crate::db::Agent;
+
+/// At most this many users are remembered (about 150 bytes each).
+const USERS: u64 = 50_000;
+/// Keys and agents are few; a table this size is only reached by abuse, and is then cleared.
+const SMALL_TABLE: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct CachedKey {
+    pub company_id: String,
+    pub secret_hash: Vec<u8>,
+}
+
+pub struct Caches {
+    generation: AtomicU64,
+    keys: RwLock<HashMap<String, CachedKey>>,
+    agents: RwLock<HashMap<String, Agent>>,
+    /// company id → its default agent's id (None: the company has none).
+    default_agents: RwLock<HashMap<String, Option<String>>>,
+    /// "company\0external id" → user id.
+    user_ids: Cache<String, String>,
+    /// user id → external id (for `/me`).
+    external_ids: Cache<String, String>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            generation: AtomicU64::new(0),
+            keys: RwLock::default(),
+            agents: RwLock::default(),
+            default_agents: RwLock::default(),
+            user_ids: Cache::new(USERS),
+            external_ids: Cache::new(USERS),
+        }
+    }
+}
+
+fn user_key(company_id: &str, external_id: &str) -> String {
+    let mut k = String::with_capacity(company_id.len() + 1 + external_id.len());
+    k.push_str(company_id);
+    k.push('\0');
+    k.push_str(external_id);
+    k
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bounded_insert<V>(map: &mut HashMap<String, V>, key: String, value: V) {
+    if map.len() >= SMALL_TABLE {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
+impl Caches {
+    /// The generation a database read starts under; pass it to the `fill_…` call after.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn current(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) == generation
+    }
+
+    pub fn key(&self, key_id: &str) -> Option<CachedKey> {
+        read(&self.keys).get(key_id).cloned()
+    }
+
+    pub fn fill_key(&self, key_id: &str, key: CachedKey, generation: u64) {
+        let mut keys = write(&self.keys);
+        if self.current(generation) {
+            bounded_insert(&mut keys, key_id.to_owned(), key);
+        }
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Option<Agent> {
+        read(&self.agents).get(agent_id).cloned()
+    }
+
+    pub fn default_agent_id(&self, company_id: &str) -> Option<Option<String>> {
+        read(&self.default_agents).get(company_id).cloned()
+    }
+
+    pub fn fill_agent(&self, agent: &Agent, generation: u64) {
+        let mut agents = write(&self.agents);
+        if self.current(generation) {
+            bounded_insert(&mut agents, agent.id.clone(), agent.clone());
+        }
+    }
+
+    pub fn fill_default_agent(&self, company_id: &str, agent_id: Option<String>, generation: u64) {
+        let mut defaults = write(&self.default_agents);
+        if self.current(generation) {
+            bounded_insert(&mut defaults, company_id.to_owned(), agent_id);
+        }
+    }
+
+    pub fn user_id(&self, company_id: &str, external_id: &str) -> Option<String> {
+        self.user_ids.get(&user_key(company_id, external_id))
+    }
+
+    pub fn external_id(&self, user_id: &str) -> Option<String> {
+        self.external_ids.get(user_id)
+    }
+
+    /// Users' ids never change, so no generation is needed.
+    pub fn fill_user(&self, company_id: &str, external_id: &str, user_id: &str) {
+        self.user_ids
+            .insert(user_key(company_id, external_id), user_id.to_owned());
+        self.external_ids
+            .insert(user_id.to_owned(), external_id.to_owned());
+    }
+
+    /// A key changed (revoked, or its secret rolled): forget it.
+    pub fn evict_key(&self, key_id: &str) {
+        let mut keys = write(&self.keys);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        keys.remove(key_id);
+    }
+
+    /// An agent changed (name, activity, or which agent is its company's default).
+    pub fn evict_agent(&self, agent_id: &str) {
+        let mut agents = write(&self.agents);
+        let mut defaults = write(&self.default_agents);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        agents.remove(agent_id);
+        defaults.clear();
+    }
+
+    /// Entries held, for metrics and the memory budget.
+    pub fn user_entries(&self) -> u64 {
+        self.user_ids.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str) -> Agent {
+        Agent {
+            id: "a1".into(),
+            company_id: "c1".into(),
+            name: name.into(),
+            active: true,
+            is_default: true,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_fill_that_raced_an_eviction_is_dropped() {
+        let caches = Caches::default();
+        let before = caches.generation();
+        caches.evict_agent("a1");
+        caches.fill_agent(&agent("stale"), before);
+        assert!(caches.agent("a1").is_none());
+        caches.fill_agent(&agent("fresh"), caches.generation());
+        assert_eq!(caches.agent("a1").unwrap().name, "fresh");
+    }
+
+    #[test]
+    fn evicting_an_agent_forgets_default_agents() {
+        let caches = Caches::default();
+        caches.fill_default_agent("c1", Some("a1".into()), caches.generation());
+        assert_eq!(caches.default_agent_id("c1"), Some(Some("a1".into())));
+        caches.evict_agent("a2");
+        assert_eq!(caches.default_agent_id("c1"), None);
+    }
+
+    #[test]
+    fn users_are_found_both_ways() {
+        let caches = Caches::default();
+        caches.fill_user("c1", "ext", "u1");
+        assert_eq!(caches.user_id("c1", "ext").as_deref(), Some("u1"));
+        assert_eq!(caches.user_id("c2", "ext"), None);
+        assert_eq!(caches.external_id("u1").as_deref(), Some("ext"));
+    }
+
+    #[test]
+    fn small_tables_stay_bounded() {
+        let caches = Caches::default();
+        let g = caches.generation();
+        for i in 0..SMALL_TABLE + 5 {
+            let key = CachedKey { company_id: "c".into(), secret_hash: vec![] };
+            caches.fill_key(&format!("k{i}"), key, g);
+        }
+        assert!(read(&caches.keys).len() <= SMALL_TABLE);
+    }
+}

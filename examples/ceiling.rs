@@ -23,7 +23,10 @@ async fn main() {
     let token_body = Bytes::from(constant_json(token_len));
     let me_body = Bytes::from(constant_json(me_len));
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
-    println!("ceiling listening on http://{}", listener.local_addr().unwrap());
+    println!(
+        "ceiling listening on http://{}",
+        listener.local_addr().unwrap()
+    );
     loop {
         let (stream, _) = listener.accept().await.unwrap();
         let (token_body, me_body) = (token_body.clone(), me_body.clone());

@@ -21,8 +21,9 @@ use moka::sync::Cache;
 
 use crate::db::Agent;
 
-/// At most this many users are remembered (about 150 bytes each).
-const USERS: u64 = 50_000;
+/// At most this many users are remembered in each direction (about 250 bytes an entry with
+/// the cache's own bookkeeping), which keeps the whole server within its 64 MiB budget.
+const USERS: u64 = 20_000;
 /// Keys and agents are few; a table this size is only reached by abuse, and is then cleared.
 const SMALL_TABLE: usize = 10_000;
 
@@ -210,7 +211,10 @@ mod tests {
         let caches = Caches::default();
         let g = caches.generation();
         for i in 0..SMALL_TABLE + 5 {
-            let key = CachedKey { company_id: "c".into(), secret_hash: vec![] };
+            let key = CachedKey {
+                company_id: "c".into(),
+                secret_hash: vec![],
+            };
             caches.fill_key(&format!("k{i}"), key, g);
         }
         assert!(read(&caches.keys).len() <= SMALL_TABLE);

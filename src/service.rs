@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::api_key::{NO_KEY_HASH, random_base62};
-use crate::cache::CachedKey;
 use crate::auth::jwt::{self, Claims, TokenError};
 use crate::auth::{ExpiresIn, ExternalUserId, KeySecret};
+use crate::cache::CachedKey;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{Agent, Db, User, UserRef};
@@ -90,7 +90,9 @@ impl AppState {
                 }
             }
         };
-        let stored_hash = key.as_ref().map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
+        let stored_hash = key
+            .as_ref()
+            .map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
         let matches = secret.matches(stored_hash);
         let Some(key) = key.filter(|_| matches) else {
             return Err(Error::InvalidCredentials);
@@ -162,15 +164,20 @@ impl AppState {
                 .find_agent(&caller.company_id, id)
                 .await?
                 .ok_or_else(|| Error::AgentNotFound(id.to_owned()))?,
-            None => self.default_agent(&caller.company_id).await?.ok_or_else(|| {
-                Error::invalid("agentId is required: this company has no default agent")
-            })?,
+            None => self
+                .default_agent(&caller.company_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::invalid("agentId is required: this company has no default agent")
+                })?,
         };
         if !agent.active || self.live.revocations().is_agent_inactive(&agent.id) {
             return Err(Error::AgentInactive(agent.id));
         }
         let now_ms = self.clock.now_ms();
-        let user = self.user_for(&caller.company_id, external_id, now_ms).await?;
+        let user = self
+            .user_for(&caller.company_id, external_id, now_ms)
+            .await?;
         let iat = now_ms.div_euclid(1000);
         let keyring = self.live.keyring();
         let key = keyring.current();
@@ -197,7 +204,12 @@ impl AppState {
     /// state. (Across instances that state trails the database by the change feed's delay,
     /// milliseconds with PostgreSQL's NOTIFY; a token minted on another instance within
     /// that window of an invalidation is invalidated too, erring toward killing.)
-    async fn user_for(&self, company_id: &str, external_id: &ExternalUserId, now_ms: i64) -> Result<User> {
+    async fn user_for(
+        &self,
+        company_id: &str,
+        external_id: &ExternalUserId,
+        now_ms: i64,
+    ) -> Result<User> {
         let caches = &self.live.caches;
         if let Some(id) = caches.user_id(company_id, external_id.as_str()) {
             let token_version = self.live.revocations().user_version(&id);
@@ -211,11 +223,18 @@ impl AppState {
         }
         let mut user = self
             .db
-            .upsert_user(company_id, external_id.as_str(), &cuid2::create_id(), now_ms)
+            .upsert_user(
+                company_id,
+                external_id.as_str(),
+                &cuid2::create_id(),
+                now_ms,
+            )
             .await?;
         caches.fill_user(company_id, &user.external_id, &user.id);
         // The database is never behind memory; memory may be behind the database.
-        user.token_version = user.token_version.max(self.live.revocations().user_version(&user.id));
+        user.token_version = user
+            .token_version
+            .max(self.live.revocations().user_version(&user.id));
         Ok(user)
     }
 
@@ -226,7 +245,9 @@ impl AppState {
         }
         let user = self.db.find_user(company_id, UserRef::Id(user_id)).await?;
         if let Some(u) = &user {
-            self.live.caches.fill_user(company_id, &u.external_id, &u.id);
+            self.live
+                .caches
+                .fill_user(company_id, &u.external_id, &u.id);
         }
         Ok(user.map(|u| u.external_id))
     }

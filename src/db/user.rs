@@ -44,7 +44,6 @@ macro_rules! insert_user {
     };
 }
 
-
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq, Eq)]
 pub struct User {
     pub id: String,
@@ -94,9 +93,8 @@ impl Db {
         new_id: &str,
         now_ms: i64,
     ) -> Result<User> {
-        if let Some(user) = self.find_user(company_id, UserRef::External(external_id)).await? {
-            return Ok(user);
-        }
+        // No read first: known users are answered from the cache above, so a call here is
+        // nearly always a first sight, and `ON CONFLICT DO NOTHING` covers the rest.
         let pending = PendingUser {
             company_id: company_id.to_owned(),
             external_id: external_id.to_owned(),
@@ -181,6 +179,39 @@ pub struct PendingUser {
 
 pub type UserInsert = (PendingUser, oneshot::Sender<Result<User>>);
 
+/// Inserts a batch in one transaction with one multi-row statement (each statement is a
+/// round trip to SQLite's worker thread, so one per user cost more than the insert), then
+/// reads the rows of users that already existed (or appeared twice in the batch).
+async fn insert_batch(write: &SqlitePool, batch: &[UserInsert]) -> Result<Vec<User>, sqlx::Error> {
+    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) ",
+    );
+    insert.push_values(batch, |mut row, (p, _)| {
+        row.push_bind(p.new_id.as_str())
+            .push_bind(p.company_id.as_str())
+            .push_bind(p.external_id.as_str())
+            .push_bind(0i64)
+            .push_bind(p.now_ms);
+    });
+    insert.push(
+        " ON CONFLICT (company_id, external_id) DO NOTHING \
+         RETURNING id, company_id, external_id, token_version, invalidated_at",
+    );
+    let inserted: Vec<User> = insert.build_query_as().fetch_all(&mut *tx).await?;
+    let mut by_new_id: std::collections::HashMap<String, User> =
+        inserted.into_iter().map(|u| (u.id.clone(), u)).collect();
+    let mut users = Vec::with_capacity(batch.len());
+    for (p, _) in batch {
+        match by_new_id.remove(&p.new_id) {
+            Some(user) => users.push(user),
+            None => users.push(insert_user!(&mut *tx, p).await?),
+        }
+    }
+    tx.commit().await?;
+    Ok(users)
+}
+
 /// How many first-seen users one SQLite transaction takes at most.
 const GROUP_COMMIT_MAX: usize = 256;
 
@@ -191,16 +222,7 @@ pub(super) fn spawn_group_commit(write: SqlitePool) -> mpsc::Sender<UserInsert> 
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
         while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-            let result = async {
-                let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-                let mut users = Vec::with_capacity(batch.len());
-                for (pending, _) in &batch {
-                    users.push(insert_user!(&mut *tx, pending).await?);
-                }
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(users)
-            }
-            .await;
+            let result = insert_batch(&write, &batch).await;
             match result {
                 Ok(users) => {
                     for ((_, reply), user) in batch.drain(..).zip(users) {

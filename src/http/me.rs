@@ -14,7 +14,9 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
     let token = bearer(&headers)?;
     let claims = state.verify(token)?;
     let external_id = state.external_id(&claims.company_id, &claims.sub).await?;
-    let agent = state.find_agent(&claims.company_id, &claims.agent_id).await?;
+    let agent = state
+        .find_agent(&claims.company_id, &claims.agent_id)
+        .await?;
     let (Some(external_id), Some(agent)) = (external_id, agent) else {
         return Err(Error::TokenInvalid(
             "the token's user or agent no longer exists",

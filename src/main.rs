@@ -16,8 +16,10 @@ async fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERFORMCHAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer)
         .init();
     match performchat::cli::run(cli).await {

@@ -27,7 +27,7 @@ fn verify(c: &mut Criterion) {
             .await
             .unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        let state = AppState::start(db, Settings::default(), clock, stop)
+        let (state, _audit) = AppState::start(db, Settings::default(), clock, stop)
             .await
             .unwrap();
         let caller = state.authenticate("pk_bench", &secret).await.unwrap();

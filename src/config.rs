@@ -28,8 +28,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Log format on stderr: text (for people) or json (one object per line).
+    #[arg(long, global = true, env = "PERFORMCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// A TOML file of settings, keyed by their flag names (`listen = "0.0.0.0:8080"`).
+    /// Flags win over environment variables, which win over the file.
+    #[arg(long, global = true, env = "PERFORMCHAT_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +55,22 @@ pub enum Command {
     Serve(Settings),
     /// Apply database migrations and exit (the server also applies them at start).
     Migrate,
+    /// Print the effective configuration (flags, environment, config file, defaults), with
+    /// secrets hidden.
+    Config(Settings),
+    /// Read the audit trail of a company, newest first.
+    Audit {
+        #[arg(long)]
+        company: String,
+        /// Only events this recent (a duration: "1h", "7d").
+        #[arg(long, value_parser = crate::auth::expires_in::parse_duration_setting)]
+        since: Option<std::time::Duration>,
+        /// Only events of this user (the internal user id).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Companies: the tenants that own keys, agents and users.
     #[command(subcommand)]
     Company(CompanyCommand),
@@ -80,6 +112,77 @@ pub struct Settings {
     /// verification answers 503 rather than trust a stale revocation list.
     #[arg(long, env = "PERFORMCHAT_MAX_STALENESS", default_value_t = 5)]
     pub max_staleness: u32,
+
+    /// How long audit events are kept (a duration: "90d").
+    #[arg(long, env = "PERFORMCHAT_AUDIT_RETENTION", default_value = "90d", value_parser = crate::auth::expires_in::parse_duration_setting)]
+    pub audit_retention: std::time::Duration,
+
+    /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "PERFORMCHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u32,
+}
+
+impl Cli {
+    /// Parses the command line, then fills every setting that neither a flag nor the
+    /// environment gave from the `--config` file, if there is one.
+    pub fn load() -> anyhow::Result<Cli> {
+        Self::load_from(std::env::args_os().collect())
+    }
+
+    pub fn load_from(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+        use anyhow::Context as _;
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let Some(path) = matches.get_one::<std::path::PathBuf>("config").cloned() else {
+            return Ok(Cli::from_arg_matches(&matches)?);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        let top = Cli::command();
+        let serve = top.find_subcommand("serve").expect("serve exists").clone();
+        let has = |cmd: &clap::Command, id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
+        let (sub_name, sub_matches) = matches.subcommand().expect("a subcommand is required");
+        let invoked = top
+            .find_subcommand(sub_name)
+            .expect("the invoked subcommand exists");
+        for (key, value) in table {
+            let id = key.replace('-', "_");
+            if id == "config" || !(has(&top, &id) || has(&serve, &id)) {
+                anyhow::bail!("config file {}: unknown setting {key:?}", path.display());
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => anyhow::bail!(
+                    "config file {}: {key} must be a string, a number or a boolean",
+                    path.display()
+                ),
+            };
+            let source = if has(&top, &id) {
+                matches.value_source(&id)
+            } else if has(invoked, &id) {
+                sub_matches.value_source(&id)
+            } else {
+                // A server setting, and this command is not the server: not its concern.
+                continue;
+            };
+            if matches!(source, None | Some(ValueSource::DefaultValue)) {
+                args.push(format!("--{key}").into());
+                args.push(value.into());
+            }
+        }
+        let matches = Cli::command()
+            .try_get_matches_from(&args)
+            .with_context(|| format!("in config file {}", path.display()))?;
+        Ok(Cli::from_arg_matches(&matches)?)
+    }
 }
 
 impl Default for Settings {

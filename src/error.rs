@@ -128,14 +128,22 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// The cause of a 500, handed to the request's log line (which knows the request id) in the
+/// response's extensions; it never reaches the client.
+#[derive(Clone, Debug)]
+pub struct InternalCause(pub std::sync::Arc<str>);
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Error::Internal(cause) = &self {
-            tracing::error!(error = ?cause, "request failed");
-        }
         let body = json!({ "error": { "code": self.code(), "message": self.client_message() } });
         let mut response = (status, axum::Json(body)).into_response();
+        if let Error::Internal(cause) = &self {
+            let cause = format!("{cause:#}");
+            response
+                .extensions_mut()
+                .insert(InternalCause(cause.into()));
+        }
         if status == StatusCode::UNAUTHORIZED && self.code().starts_with("token_") {
             // RFC 6750: bearer-token failures name the scheme.
             response.headers_mut().insert(

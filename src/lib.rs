@@ -7,6 +7,7 @@
 //! `revocation` + `sync` (in-memory verification state and the change feed that keeps it
 //! current), `service` (the operations), `http` (thin handlers), `cli` (operator commands).
 
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod revocation;
 pub mod service;
 pub mod sync;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{AuditLog, AuditWriter};
 use crate::auth::api_key::{NO_KEY_HASH, random_base62};
 use crate::auth::jwt::{self, Claims, TokenError};
 use crate::auth::{ExpiresIn, ExternalUserId, KeySecret};
@@ -13,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{Agent, Db, User, UserRef};
 use crate::error::{Error, Result};
+use crate::metrics::{Metrics, NameLabels};
 use crate::sync::Live;
 
 /// Everything a request needs; cheap to clone.
@@ -22,6 +24,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub live: Arc<Live>,
     pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub audit: AuditLog,
 }
 
 /// Who is calling: a valid, unrevoked key of an active company.
@@ -33,32 +37,80 @@ pub struct Caller {
 
 pub struct Minted {
     pub token: String,
+    pub jti: String,
     pub user: User,
     pub agent: Agent,
 }
 
 impl AppState {
     /// Loads the verification state and starts the change feed, which runs until `stop`.
+    /// Loads the verification state and starts the change feed (until `stop`) and the
+    /// audit writer (until every `AppState` is dropped; then `AuditWriter::close` flushes it).
     pub async fn start(
         db: Db,
         settings: Settings,
         clock: Clock,
         stop: tokio_util::sync::CancellationToken,
-    ) -> Result<Self> {
+    ) -> Result<(Self, AuditWriter)> {
         let live = crate::sync::load(&db, &clock).await?;
         crate::sync::spawn(
             db.clone(),
             live.clone(),
             clock.clone(),
-            Duration::from_millis(settings.change_poll_ms.max(10)),
+            crate::sync::FeedSettings {
+                poll: Duration::from_millis(settings.change_poll_ms.max(10)),
+                audit_retention_ms: settings.audit_retention.as_millis() as i64,
+            },
             stop,
         );
-        Ok(AppState {
+        let metrics = Arc::new(Metrics::default());
+        let (audit, writer) = AuditLog::start(db.clone(), metrics.clone());
+        let state = AppState {
             db,
             settings: Arc::new(settings),
             live,
             clock,
-        })
+            metrics,
+            audit,
+        };
+        Ok((state, writer))
+    }
+
+    /// Readiness: the database answers and the change feed is current.
+    pub async fn ready(&self) -> Result<()> {
+        let max_stale_ms = i64::from(self.settings.max_staleness) * 1000;
+        if self.live.staleness_ms(&self.clock) > max_stale_ms {
+            return Err(Error::Unavailable);
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.db.ping()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable),
+        }
+    }
+
+    /// Refreshes the gauges that are read rather than counted, then renders every metric.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.cache_entries
+            .get_or_create(&NameLabels { name: "users" })
+            .set(self.live.caches.user_entries() as i64);
+        m.cache_entries
+            .get_or_create(&NameLabels {
+                name: "revoked_tokens",
+            })
+            .set(self.live.revocations().revoked_token_count() as i64);
+        for (name, size, idle) in self.db.pool_stats() {
+            m.db_pool_connections
+                .get_or_create(&NameLabels { name })
+                .set(size as i64);
+            m.db_pool_idle
+                .get_or_create(&NameLabels { name })
+                .set(idle as i64);
+        }
+        m.change_feed_lag_ms
+            .set(self.live.staleness_ms(&self.clock));
+        m.change_feed_seq.set(self.live.seq());
+        m.render()
     }
 
     /// Checks a key pair. An unknown keyId and a wrong secret fail alike (same error, same
@@ -66,7 +118,9 @@ impl AppState {
     /// inactive. A known key costs no database read.
     pub async fn authenticate(&self, key_id: &str, secret: &KeySecret) -> Result<Caller> {
         let caches = &self.live.caches;
-        let (key, fresh_refusal) = match caches.key(key_id) {
+        let cached = caches.key(key_id);
+        self.metrics.cache("keys", cached.is_some());
+        let (key, fresh_refusal) = match cached {
             Some(key) => (Some(key), None),
             None => {
                 let generation = caches.generation();
@@ -95,6 +149,7 @@ impl AppState {
             .map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
         let matches = secret.matches(stored_hash);
         let Some(key) = key.filter(|_| matches) else {
+            self.metrics.auth_failures.inc();
             return Err(Error::InvalidCredentials);
         };
         if let Some(refusal) = fresh_refusal {
@@ -118,7 +173,9 @@ impl AppState {
     /// The company's agent with this id, from the cache or the database.
     pub async fn find_agent(&self, company_id: &str, agent_id: &str) -> Result<Option<Agent>> {
         let caches = &self.live.caches;
-        if let Some(agent) = caches.agent(agent_id) {
+        let cached = caches.agent(agent_id);
+        self.metrics.cache("agents", cached.is_some());
+        if let Some(agent) = cached {
             return Ok(Some(agent).filter(|a| a.company_id == company_id));
         }
         let generation = caches.generation();
@@ -196,7 +253,13 @@ impl AppState {
         };
         let token = jwt::sign(&claims, key);
         drop(keyring);
-        Ok(Minted { token, user, agent })
+        self.metrics.tokens_minted.inc();
+        Ok(Minted {
+            token,
+            jti: claims.jti,
+            user,
+            agent,
+        })
     }
 
     /// The user for (company, external id), made on first sight. A known user costs no
@@ -211,7 +274,9 @@ impl AppState {
         now_ms: i64,
     ) -> Result<User> {
         let caches = &self.live.caches;
-        if let Some(id) = caches.user_id(company_id, external_id.as_str()) {
+        let cached = caches.user_id(company_id, external_id.as_str());
+        self.metrics.cache("users", cached.is_some());
+        if let Some(id) = cached {
             let token_version = self.live.revocations().user_version(&id);
             return Ok(User {
                 id,
@@ -284,6 +349,7 @@ impl AppState {
             .await?
             // The same answer for another company's user as for an id nobody has.
             .ok_or_else(|| Error::NotFound("no such user in this company".to_owned()))?;
+        self.metrics.invalidations.inc();
         // This instance applies it before answering; the others through the change feed.
         self.live
             .revocations_mut()
@@ -307,6 +373,7 @@ impl AppState {
                 self.clock.now_ms(),
             )
             .await?;
+        self.metrics.revocations.inc();
         if claims.exp >= self.clock.now_s() {
             self.live
                 .revocations_mut()

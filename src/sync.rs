@@ -90,14 +90,23 @@ pub async fn load(db: &Db, clock: &Clock) -> Result<Arc<Live>> {
     }))
 }
 
-/// Runs the feed until `stop` is cancelled.
+pub struct FeedSettings {
+    /// How often the log is read without a wake-up.
+    pub poll: Duration,
+    /// Audit events older than this are deleted.
+    pub audit_retention_ms: i64,
+}
+
+/// Runs the feed until `stop` is cancelled. It also does the periodic clean-ups: expired
+/// revocations and audit events past their retention.
 pub fn spawn(
     db: Db,
     live: Arc<Live>,
     clock: Clock,
-    poll: Duration,
+    settings: FeedSettings,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let poll = settings.poll;
     if let Db::Postgres(pool) = &db {
         tokio::spawn(listen(pool.clone(), live.clone(), stop.clone()));
     }
@@ -125,6 +134,12 @@ pub fn spawn(
                 last_purge = now;
                 if let Err(e) = db.purge_expired_revocations(now / 1000).await {
                     tracing::warn!(error = %e, "cannot purge expired revocations");
+                }
+                if let Err(e) = db
+                    .purge_audit_events(now - settings.audit_retention_ms)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot purge old audit events");
                 }
             }
             tokio::select! {

@@ -73,14 +73,20 @@ impl ExpiresIn {
 
     /// Parses an operator setting such as "30d" (same grammar; a unit is required).
     pub fn parse_setting(s: &str) -> Result<Self, String> {
-        match parse_ms(s) {
-            Some(Duration { millis, unit: true }) if millis >= 1000.0 && millis.is_finite() => {
-                Ok(ExpiresIn((millis / 1000.0).floor() as u64))
-            }
-            _ => Err(format!(
-                "{s:?} is not a duration of at least one second such as \"30d\" or \"720h\""
-            )),
+        parse_duration_setting(s).map(|d| ExpiresIn(d.as_secs()))
+    }
+}
+
+/// Parses an operator's duration setting ("30d", "90d", "12h"): `ms`'s grammar with a unit
+/// required, at least one second.
+pub fn parse_duration_setting(s: &str) -> Result<std::time::Duration, String> {
+    match parse_ms(s) {
+        Some(Duration { millis, unit: true }) if millis >= 1000.0 && millis.is_finite() => {
+            Ok(std::time::Duration::from_millis(millis as u64))
         }
+        _ => Err(format!(
+            "{s:?} is not a duration of at least one second such as \"30d\" or \"720h\""
+        )),
     }
 }
 

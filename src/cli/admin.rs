@@ -8,7 +8,21 @@ use crate::auth::KeySecret;
 use crate::auth::api_key::new_key_id;
 use crate::clock::{Clock, rfc3339_ms};
 use crate::config::{AgentCommand, CompanyCommand, KeyCommand, UserCommand};
-use crate::db::{AgentUpdate, Db, UserRef};
+use crate::db::{AgentUpdate, AuditEvent, AuditQuery, Db, UserRef};
+
+/// Records what an operator did in the audit trail.
+async fn audit(db: &Db, kind: &str, company_id: &str, event: AuditEvent) -> anyhow::Result<()> {
+    let event = AuditEvent {
+        at: Clock::default().now_ms(),
+        kind: kind.to_owned(),
+        outcome: "ok".to_owned(),
+        company_id: company_id.to_owned(),
+        detail: Some("cli".to_owned()),
+        ..event
+    };
+    db.insert_audit_events(&[event]).await?;
+    Ok(())
+}
 
 /// Operator-chosen ids become part of tokens and URLs: keep them plain.
 fn check_id(kind: &str, id: &str) -> anyhow::Result<()> {
@@ -39,6 +53,7 @@ pub async fn company(db: &Db, cmd: CompanyCommand, out: Output) -> anyhow::Resul
         CompanyCommand::Create { name, id } => {
             let id = id_or_new("company", "company", id)?;
             let c = db.insert_company(&id, &name, now).await?;
+            audit(db, "company.created", &c.id, AuditEvent::default()).await?;
             out.print(&c, || format!("created company {} ({})", c.id, c.name));
         }
         CompanyCommand::List => {
@@ -60,6 +75,7 @@ pub async fn company(db: &Db, cmd: CompanyCommand, out: Output) -> anyhow::Resul
         }
         CompanyCommand::Update { id, active } => {
             let c = db.set_company_active(&id, active, now).await?;
+            audit(db, "company.updated", &c.id, AuditEvent::default()).await?;
             out.print(&c, || {
                 format!(
                     "company {} is now {}",
@@ -112,6 +128,11 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
                 make_default: default,
             };
             let a = db.update_agent(&id, update, now).await?;
+            let event = AuditEvent {
+                agent_id: Some(a.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "agent.updated", &a.company_id, event).await?;
             out.print(&a, || format!("updated agent {}", describe(&a)));
         }
         AgentCommand::List { company } => {
@@ -129,6 +150,11 @@ pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
         KeyCommand::Create { company } => {
             let (key, secret) = create_key(db, &company, now).await?;
+            let event = AuditEvent {
+                key_id: Some(key.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "key.created", &key.company_id, event).await?;
             out.print(
                 &json!({
                     "keyId": key.id,
@@ -164,6 +190,11 @@ pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
         }
         KeyCommand::Revoke { key_id } => {
             let k = db.revoke_api_key(&key_id, now).await?;
+            let event = AuditEvent {
+                key_id: Some(k.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "key.revoked", &k.company_id, event).await?;
             out.print(&k, || format!("revoked API key {}", k.id));
         }
     }
@@ -199,6 +230,11 @@ pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> 
             let Some(u) = db.invalidate_user(&company, user_ref, now).await? else {
                 bail!("company {company:?} has no such user");
             };
+            let event = AuditEvent {
+                user_id: Some(u.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "user.invalidated", &u.company_id, event).await?;
             out.print(
                 &json!({
                     "invalidated": true,
@@ -214,5 +250,47 @@ pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> 
             );
         }
     }
+    Ok(())
+}
+
+pub async fn audit_read(
+    db: &Db,
+    company: &str,
+    since: Option<std::time::Duration>,
+    user: Option<&str>,
+    limit: i64,
+    out: Output,
+) -> anyhow::Result<()> {
+    let since_ms = since.map(|d| Clock::default().now_ms() - d.as_millis() as i64);
+    let query = AuditQuery {
+        company_id: company,
+        since_ms,
+        user_id: user,
+        before_id: None,
+        limit: limit.clamp(1, 10_000),
+    };
+    let events = db.list_audit_events(&query).await?;
+    out.print(&events, || {
+        events
+            .iter()
+            .map(|e| {
+                let mut line = format!("{}  {:<18} {:<10}", rfc3339_ms(e.at), e.kind, e.outcome);
+                for (name, value) in [
+                    ("key", &e.key_id),
+                    ("user", &e.user_id),
+                    ("agent", &e.agent_id),
+                    ("jti", &e.jti),
+                    ("ip", &e.client_ip),
+                    ("via", &e.detail),
+                ] {
+                    if let Some(v) = value {
+                        line.push_str(&format!(" {name}={v}"));
+                    }
+                }
+                line
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     Ok(())
 }

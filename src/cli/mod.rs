@@ -6,8 +6,8 @@ mod serve;
 
 use serde::Serialize;
 
-use crate::config::{Cli, Command};
-use crate::db::Db;
+use crate::config::{Cli, Command, LogFormat, Settings};
+use crate::db::{Db, redact_url};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
@@ -19,6 +19,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "migrations applied".to_owned()
             });
             Ok(())
+        }
+        Command::Config(settings) => {
+            print_config(&cli.database_url, cli.log_format, &settings, out);
+            Ok(())
+        }
+        Command::Audit {
+            company,
+            since,
+            user,
+            limit,
+        } => {
+            let db = connect(&cli.database_url).await?;
+            admin::audit_read(&db, &company, since, user.as_deref(), limit, out).await
         }
         Command::Company(c) => admin::company(&connect(&cli.database_url).await?, c, out).await,
         Command::Agent(c) => admin::agent(&connect(&cli.database_url).await?, c, out).await,
@@ -48,4 +61,29 @@ impl Output {
             println!("{}", human());
         }
     }
+}
+
+/// The effective configuration, secrets hidden (the database URL's password).
+fn print_config(database_url: &str, log_format: LogFormat, s: &Settings, out: Output) {
+    let value = serde_json::json!({
+        "database-url": redact_url(database_url),
+        "log-format": log_format,
+        "listen": s.listen.to_string(),
+        "max-expires-in": format!("{}s", s.max_expires_in.secs()),
+        "token-leeway": s.token_leeway,
+        "issuer": s.issuer,
+        "change-poll-ms": s.change_poll_ms,
+        "max-staleness": s.max_staleness,
+        "audit-retention": format!("{}s", s.audit_retention.as_secs()),
+        "shutdown-timeout": s.shutdown_timeout,
+    });
+    out.print(&value, || {
+        value
+            .as_object()
+            .expect("an object")
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
 }

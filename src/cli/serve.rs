@@ -1,5 +1,7 @@
 //! `performchat serve`: first-start bootstrap, then the HTTP server until SIGTERM/Ctrl-C.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -25,12 +27,34 @@ pub async fn run(database_url: &str, settings: Settings, out: Output) -> anyhow:
     bootstrap(&db, &clock, addr, out).await?;
 
     let stop = CancellationToken::new();
-    let state = AppState::start(db.clone(), settings, clock, stop.clone()).await?;
+    let grace = Duration::from_secs(settings.shutdown_timeout.into());
+    let (state, audit_writer) = AppState::start(db.clone(), settings, clock, stop.clone()).await?;
     tracing::info!(database = %redact_url(database_url), "performchat listening on http://{addr}");
-    crate::http::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("shutting down");
+
+    // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish (at most `grace`),
+    // then write the queued audit events and close the database.
+    let signalled = CancellationToken::new();
+    let on_signal = signalled.clone();
+    let server = crate::http::serve(listener, state, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        on_signal.cancel();
+    });
+    tokio::select! {
+        result = server => result?,
+        _ = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight requests did not finish within {grace:?}; closing anyway");
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(10), audit_writer.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit trail could not be flushed in time");
+    }
     stop.cancel();
     db.close().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -36,6 +36,7 @@ macro_rules! record_change {
 
 mod agent;
 mod api_key;
+mod audit;
 pub(crate) mod change;
 mod company;
 mod revoked_token;
@@ -44,6 +45,7 @@ mod user;
 
 pub use agent::{Agent, AgentUpdate};
 pub use api_key::ApiKey;
+pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
 pub use signing_key::StoredSigningKey;
@@ -154,6 +156,27 @@ impl Db {
             }
         };
         Ok(db)
+    }
+
+    /// One round trip, for readiness.
+    pub async fn ping(&self) -> crate::error::Result<()> {
+        run!(self, read, |pool| {
+            sqlx::query_scalar::<_, i32>("SELECT 1")
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(())
+    }
+
+    /// (pool name, open connections, idle connections), for metrics.
+    pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
+        match self {
+            Db::Sqlite { read, write, .. } => vec![
+                ("sqlite_read", read.size(), read.num_idle()),
+                ("sqlite_write", write.size(), write.num_idle()),
+            ],
+            Db::Postgres(pool) => vec![("postgres", pool.size(), pool.num_idle())],
+        }
     }
 
     pub fn backend(&self) -> Backend {

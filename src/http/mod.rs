@@ -2,25 +2,31 @@
 //! service's JSON error shape. Handlers are thin: they read the request, call `service`,
 //! and shape the response.
 
+mod audit;
 mod json;
 mod me;
+mod ops;
 mod token;
 mod user;
 
 pub use json::BODY_LIMIT;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::api_key::random_base62;
 use crate::auth::{KeySecret, required_str};
+use crate::db::AuditEvent;
 use crate::error::{Error, Result};
+use crate::metrics::{RequestLabels, RouteLabels};
 use crate::service::{AppState, Caller};
 use json::JsonObject;
 
@@ -48,33 +54,105 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(key_routes)
         .merge(browser_routes)
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/rest/v1/audit", get(audit::list_audit_events))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { Error::NoRoute })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
-/// One log line per request: method, route (never the raw URI), status, latency. Headers and
-/// bodies, which carry secrets and tokens, are never logged. (A plain event rather than
-/// tower-http's span per request: the span cost more than the rest of the logging.)
-async fn log_request(req: Request, next: Next) -> Response {
+/// The request id: the caller's `X-Request-Id` if it is a sane one, else a new one. It is
+/// echoed in the response and carried by the request's log line.
+fn request_id(req: &Request) -> HeaderValue {
+    req.headers()
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= 128
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&random_base62(20)).expect("base62 is a valid header value")
+        })
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// One log line per request (method, route — never the raw URI —, status, latency, request
+/// id) and the request metrics. Headers and bodies, which carry secrets and tokens, are never
+/// logged. A 500's cause, handed over by the error in the response's extensions, is logged
+/// here once, with the request id. (A plain event rather than tower-http's span per request:
+/// the span cost more than the rest of the logging.)
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let id = request_id(&req);
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
+    let elapsed = started.elapsed();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let status = res.status().as_u16();
+    let request_id = id.to_str().unwrap_or_default();
+    if let Some(cause) = res.extensions().get::<crate::error::InternalCause>() {
+        tracing::error!(request_id, method = %method, route, error = %cause.0, "request failed");
+    }
     tracing::info!(
+        request_id,
         method = %method,
-        route = route.as_ref().map_or("unmatched", |p| p.as_str()),
-        status = res.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        route,
+        status,
+        latency_us = elapsed.as_micros() as u64,
         "request"
     );
+    let m = &state.metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            method: method.to_string(),
+            route: route.to_owned(),
+            status,
+        })
+        .inc();
+    m.latency
+        .get_or_create(&RouteLabels {
+            route: route.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+    res.headers_mut().insert(REQUEST_ID, id);
     res
+}
+
+/// The client's address for the audit trail: the peer of the TCP connection.
+fn client_ip(info: &ConnectInfo<SocketAddr>) -> Option<String> {
+    Some(info.0.ip().to_string())
+}
+
+/// An audit event for what `caller` asked, with the outcome of `result`.
+fn audit_event<T>(
+    state: &AppState,
+    kind: &str,
+    caller: &Caller,
+    info: &ConnectInfo<SocketAddr>,
+    result: &Result<T>,
+) -> AuditEvent {
+    AuditEvent {
+        at: state.clock.now_ms(),
+        kind: kind.to_owned(),
+        outcome: match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_owned(),
+        },
+        company_id: caller.company_id.clone(),
+        key_id: Some(caller.key_id.clone()),
+        client_ip: client_ip(info),
+        ..AuditEvent::default()
+    }
 }
 
 /// Every answer is JSON for an API client, never something a browser should sniff, frame
@@ -105,7 +183,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

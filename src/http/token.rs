@@ -1,11 +1,13 @@
 //! `POST /rest/v1/auth/token` (mint), `/revoke` and `/introspect`.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{authenticate, json::JsonObject};
+use super::{audit_event, authenticate, json::JsonObject};
 use crate::auth::{ExpiresIn, ExternalUserId, optional_id, required_str};
 use crate::clock::rfc3339_s;
 use crate::db::{Agent, User};
@@ -59,6 +61,7 @@ impl From<Agent> for AgentBody {
 
 pub async fn mint_token(
     State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
     body: JsonObject,
 ) -> Result<Json<MintResponse>> {
     // Shape first (400), then who is asking (401/403), then what they ask for (404/403).
@@ -68,7 +71,16 @@ pub async fn mint_token(
     let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
         .map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body).await?;
-    let minted = state.mint(&caller, &user_id, agent_id, expires_in).await?;
+    let result = state.mint(&caller, &user_id, agent_id, expires_in).await;
+    let mut event = audit_event(&state, "token.minted", &caller, &info, &result);
+    event.agent_id = agent_id.map(str::to_owned);
+    if let Ok(m) = &result {
+        event.user_id = Some(m.user.id.clone());
+        event.agent_id = Some(m.agent.id.clone());
+        event.jti = Some(m.jti.clone());
+    }
+    state.audit.record(event).await;
+    let minted = result?;
     let agent_id = minted.agent.id.clone();
     Ok(Json(MintResponse {
         token: minted.token,
@@ -77,10 +89,22 @@ pub async fn mint_token(
     }))
 }
 
-pub async fn revoke_token(State(state): State<AppState>, body: JsonObject) -> Result<Json<Value>> {
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    body: JsonObject,
+) -> Result<Json<Value>> {
     let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body).await?;
-    let claims = state.revoke(&caller, token).await?;
+    let result = state.revoke(&caller, token).await;
+    let mut event = audit_event(&state, "token.revoked", &caller, &info, &result);
+    if let Ok(c) = &result {
+        event.user_id = Some(c.sub.clone());
+        event.agent_id = Some(c.agent_id.clone());
+        event.jti = Some(c.jti.clone());
+    }
+    state.audit.record(event).await;
+    let claims = result?;
     Ok(Json(json!({
         "revoked": true,
         "jti": claims.jti,

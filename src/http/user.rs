@@ -1,10 +1,12 @@
 //! `POST /rest/v1/auth/invalidate`: kill every token a user holds now.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use serde_json::{Value, json};
 
-use super::{authenticate, json::JsonObject};
+use super::{audit_event, authenticate, json::JsonObject};
 use crate::auth::{ExternalUserId, optional_id};
 use crate::clock::rfc3339_ms;
 use crate::db::UserRef;
@@ -12,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::service::AppState;
 
 pub async fn invalidate_user(
+    info: ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
     body: JsonObject,
 ) -> Result<Json<Value>> {
@@ -37,7 +40,15 @@ pub async fn invalidate_user(
         }
     };
     let caller = authenticate(&state, &body).await?;
-    let user = state.invalidate(&caller, user_ref).await?;
+    let result = state.invalidate(&caller, user_ref).await;
+    let mut event = audit_event(&state, "user.invalidated", &caller, &info, &result);
+    event.user_id = match (&result, user_ref) {
+        (Ok(u), _) => Some(u.id.clone()),
+        (Err(_), UserRef::Id(id)) => Some(id.to_owned()),
+        (Err(_), UserRef::External(_)) => None,
+    };
+    state.audit.record(event).await;
+    let user = result?;
     Ok(Json(json!({
         "invalidated": true,
         "user": {

@@ -136,7 +136,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("connect test database");
     let clock = Clock::default();
     let stop = CancellationToken::new();
-    let state = AppState::start(db.clone(), settings, clock.clone(), stop.clone())
+    let (state, _audit_writer) = AppState::start(db.clone(), settings, clock.clone(), stop.clone())
         .await
         .expect("start app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,98 @@
+//! The audit trail's table.
+
+use super::Db;
+use crate::error::Result;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Assigned by the database; 0 before it is stored.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// What happened: `token.minted`, `user.invalidated`, `token.revoked`, `key.created`,
+    /// `key.revoked`, `agent.created`, `agent.updated`, `company.created`, `company.updated`.
+    pub kind: String,
+    /// `ok`, or the error code of a refused request.
+    pub outcome: String,
+    pub company_id: String,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub jti: Option<String>,
+    pub client_ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Which events `list_audit_events` returns, newest first.
+#[derive(Debug, Default)]
+pub struct AuditQuery<'a> {
+    pub company_id: &'a str,
+    pub since_ms: Option<i64>,
+    pub user_id: Option<&'a str>,
+    /// Only events older than this id (the cursor of the previous page).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+impl Db {
+    /// Stores events in one transaction with one multi-row statement.
+    pub async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // SQLite allows 32 766 bound values; 10 a row.
+        for chunk in events.chunks(1000) {
+            run!(self, write, |pool| {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_event \
+                     (at, kind, outcome, company_id, key_id, user_id, agent_id, jti, client_ip, detail) ",
+                );
+                insert.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.at)
+                        .push_bind(e.kind.as_str())
+                        .push_bind(e.outcome.as_str())
+                        .push_bind(e.company_id.as_str())
+                        .push_bind(e.key_id.as_deref())
+                        .push_bind(e.user_id.as_deref())
+                        .push_bind(e.agent_id.as_deref())
+                        .push_bind(e.jti.as_deref())
+                        .push_bind(e.client_ip.as_deref())
+                        .push_bind(e.detail.as_deref());
+                });
+                insert.build().execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn list_audit_events(&self, q: &AuditQuery<'_>) -> Result<Vec<AuditEvent>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, AuditEvent>(
+                "SELECT id, at, kind, outcome, company_id, key_id, user_id, agent_id, jti, \
+                 client_ip, detail FROM audit_event \
+                 WHERE company_id = $1 AND ($2 IS NULL OR at >= $2) \
+                 AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR id < $4) \
+                 ORDER BY id DESC LIMIT $5",
+            )
+            .bind(q.company_id)
+            .bind(q.since_ms)
+            .bind(q.user_id)
+            .bind(q.before_id)
+            .bind(q.limit)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Deletes events older than `before_ms`.
+    pub async fn purge_audit_events(&self, before_ms: i64) -> Result<u64> {
+        Ok(run!(self, write, |pool| {
+            sqlx::query("DELETE FROM audit_event WHERE at < $1")
+                .bind(before_ms)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?)
+    }
+}

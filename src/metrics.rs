@@ -1,0 +1,174 @@
+//! Prometheus metrics, served at `GET /metrics`. One registry per server value (no global
+//! recorder), so servers started side by side in one process, as the tests do, count apart.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub name: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: HistogramFamily,
+    pub tokens_minted: Counter,
+    pub users_created: Counter,
+    pub invalidations: Counter,
+    pub revocations: Counter,
+    pub auth_failures: Counter,
+    pub rate_limited: Counter,
+    pub cache_hits: Family<NameLabels, Counter>,
+    pub cache_misses: Family<NameLabels, Counter>,
+    pub cache_entries: Family<NameLabels, Gauge>,
+    pub db_pool_connections: Family<NameLabels, Gauge>,
+    pub db_pool_idle: Family<NameLabels, Gauge>,
+    pub change_feed_lag_ms: Gauge,
+    pub change_feed_seq: Gauge,
+    pub audit_queued: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("performchat");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            tokens_minted: Counter::default(),
+            users_created: Counter::default(),
+            invalidations: Counter::default(),
+            revocations: Counter::default(),
+            auth_failures: Counter::default(),
+            rate_limited: Counter::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_entries: Family::default(),
+            db_pool_connections: Family::default(),
+            db_pool_idle: Family::default(),
+            change_feed_lag_ms: Gauge::default(),
+            change_feed_seq: Gauge::default(),
+            audit_queued: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.latency.clone(),
+        );
+        registry.register("tokens_minted", "Tokens minted", m.tokens_minted.clone());
+        registry.register(
+            "users_created",
+            "End users seen for the first time",
+            m.users_created.clone(),
+        );
+        registry.register(
+            "invalidations",
+            "Users whose tokens were invalidated",
+            m.invalidations.clone(),
+        );
+        registry.register(
+            "revocations",
+            "Single tokens revoked",
+            m.revocations.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for an unknown keyId or a wrong keySecret",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Cache look-ups answered from memory",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Cache look-ups that read the database",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries held per cache",
+            m.cache_entries.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Open database connections per pool",
+            m.db_pool_connections.clone(),
+        );
+        registry.register(
+            "db_pool_idle",
+            "Idle database connections per pool",
+            m.db_pool_idle.clone(),
+        );
+        registry.register(
+            "change_feed_lag_milliseconds",
+            "Time since the change log was last read",
+            m.change_feed_lag_ms.clone(),
+        );
+        registry.register(
+            "change_feed_seq",
+            "Last change applied",
+            m.change_feed_seq.clone(),
+        );
+        registry.register(
+            "audit_queued",
+            "Audit events waiting to be written",
+            m.audit_queued.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn cache(&self, name: &'static str, hit: bool) {
+        let family = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        family.get_or_create(&NameLabels { name }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -59,6 +59,6 @@ async fn main() {
 
 /// A JSON object of exactly `len` bytes (at least 12).
 fn constant_json(len: usize) -> Vec<u8> {
-    let pad = len.saturating_sub(12).max(0);
+    let pad = len.saturating_sub(12);
     format!("{{\"pad\":\"{}\"}}", "x".repeat(pad)).into_bytes()
 }

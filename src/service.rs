@@ -286,15 +286,14 @@ impl AppState {
                 invalidated_at: None,
             });
         }
+        let new_id = cuid2::create_id();
         let mut user = self
             .db
-            .upsert_user(
-                company_id,
-                external_id.as_str(),
-                &cuid2::create_id(),
-                now_ms,
-            )
+            .upsert_user(company_id, external_id.as_str(), &new_id, now_ms)
             .await?;
+        if user.id == new_id {
+            self.metrics.users_created.inc();
+        }
         caches.fill_user(company_id, &user.external_id, &user.id);
         // The database is never behind memory; memory may be behind the database.
         user.token_version = user

@@ -111,6 +111,11 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
             let a = db
                 .insert_agent(&id, &company, &name, !inactive, default, now)
                 .await?;
+            let event = AuditEvent {
+                agent_id: Some(a.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "agent.created", &a.company_id, event).await?;
             out.print(&a, || format!("created agent {}", describe(&a)));
         }
         AgentCommand::Update {

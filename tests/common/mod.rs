@@ -388,11 +388,11 @@ impl Server {
                 .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
                 .unwrap_or_else(|_| panic!("server did not start; it said: {seen:#?}"));
             if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                break addr.to_owned();
+                let rest = &line[at + "listening on ".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || ".:/[]".contains(c)))
+                    .unwrap_or(rest.len());
+                break rest[..end].to_owned();
             }
             seen.push(line);
         };

@@ -23,27 +23,28 @@ fn verify(c: &mut Criterion) {
             .await
             .unwrap();
         let secret = KeySecret::generate();
-        db.insert_api_key("pk_bench", "company_xyz", &secret.hash(), now)
+        let key_id = performchat::auth::api_key::new_key_id();
+        db.insert_api_key(&key_id, "company_xyz", &secret.hash(), now)
             .await
             .unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
         let (state, _audit) = AppState::start(db, Settings::default(), clock, stop)
             .await
             .unwrap();
-        let caller = state.authenticate("pk_bench", &secret).await.unwrap();
+        let caller = state.authenticate(&key_id, &secret, None).await.unwrap();
         // Some revocation state to look through, as a long-running server has.
         for i in 0..1000 {
             let user =
                 ExternalUserId::from_json("userId", Some(&json!(format!("old_{i}")))).unwrap();
             let minted = state
-                .mint(&caller, &user, None, ExpiresIn::DEFAULT)
+                .mint(&caller, &user, None, Some(ExpiresIn::DEFAULT))
                 .await
                 .unwrap();
             state.revoke(&caller, &minted.token).await.unwrap();
         }
         let user = ExternalUserId::from_json("userId", Some(&json!("user_123"))).unwrap();
         let token = state
-            .mint(&caller, &user, None, ExpiresIn::DEFAULT)
+            .mint(&caller, &user, None, Some(ExpiresIn::DEFAULT))
             .await
             .unwrap()
             .token;

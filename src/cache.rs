@@ -31,6 +31,9 @@ const SMALL_TABLE: usize = 10_000;
 pub struct CachedKey {
     pub company_id: String,
     pub secret_hash: Vec<u8>,
+    /// After a roll: the previous secret's hash and when it stops working (unix ms).
+    pub previous: Option<(Vec<u8>, i64)>,
+    pub policy: std::sync::Arc<crate::auth::KeyRules>,
 }
 
 pub struct Caches {
@@ -214,6 +217,8 @@ mod tests {
             let key = CachedKey {
                 company_id: "c".into(),
                 secret_hash: vec![],
+                previous: None,
+                policy: Default::default(),
             };
             caches.fill_key(&format!("k{i}"), key, g);
         }

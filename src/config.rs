@@ -120,6 +120,55 @@ pub struct Settings {
     /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PERFORMCHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u32,
+
+    /// Tokens per second one API key may mint (0: no limit).
+    #[arg(long, env = "PERFORMCHAT_MINT_RATE", default_value_t = 1000)]
+    pub mint_rate: u32,
+
+    /// How many mints above the rate one API key may burst (0: the rate).
+    #[arg(long, env = "PERFORMCHAT_MINT_BURST", default_value_t = 2000)]
+    pub mint_burst: u32,
+
+    /// Failed authentications per minute per client IP and per keyId before a block, which
+    /// doubles with each repeat up to 15 minutes (0: no limit).
+    #[arg(
+        long,
+        env = "PERFORMCHAT_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub auth_failures_per_minute: u32,
+
+    /// Distinct new users one API key may create per UTC day (0: no quota).
+    #[arg(
+        long,
+        env = "PERFORMCHAT_NEW_USERS_PER_KEY_PER_DAY",
+        default_value_t = 0
+    )]
+    pub new_users_per_key_per_day: u64,
+
+    /// Origins allowed to call GET /rest/v1/auth/me from a browser, comma-separated, or * for
+    /// any. Key endpoints never answer CORS.
+    #[arg(long, env = "PERFORMCHAT_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "PERFORMCHAT_REQUEST_TIMEOUT", default_value_t = 10)]
+    pub request_timeout: u32,
+}
+
+impl Settings {
+    pub fn limits(&self) -> crate::limits::LimitSettings {
+        crate::limits::LimitSettings {
+            mint_rate: self.mint_rate,
+            mint_burst: if self.mint_burst == 0 {
+                self.mint_rate
+            } else {
+                self.mint_burst
+            },
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            new_users_per_key_per_day: self.new_users_per_key_per_day,
+        }
+    }
 }
 
 impl Cli {

@@ -34,6 +34,16 @@ pub enum Error {
     AgentInactive(String),
     #[error("agent {0:?} was not found in this company")]
     AgentNotFound(String),
+    #[error("this API key lacks the {0} scope")]
+    InsufficientScope(&'static str),
+    #[error("this API key may not mint tokens for agent {0:?}")]
+    AgentNotAllowed(String),
+    /// Too many requests; retry after the given number of seconds.
+    #[error("{message}")]
+    RateLimited {
+        message: &'static str,
+        retry_after_s: u64,
+    },
     /// An operator-side lookup (CLI) or an API resource that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -73,9 +83,12 @@ impl Error {
             | Error::TokenInvalid(_)
             | Error::TokenExpired
             | Error::TokenRevoked(_) => StatusCode::UNAUTHORIZED,
-            Error::KeyRevoked | Error::CompanyInactive | Error::AgentInactive(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Error::KeyRevoked
+            | Error::CompanyInactive
+            | Error::AgentInactive(_)
+            | Error::InsufficientScope(_)
+            | Error::AgentNotAllowed(_) => StatusCode::FORBIDDEN,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::AgentNotFound(_) | Error::NotFound(_) | Error::NoRoute => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -95,6 +108,9 @@ impl Error {
             Error::CompanyInactive => "company_inactive",
             Error::AgentInactive(_) => "agent_inactive",
             Error::AgentNotFound(_) => "agent_not_found",
+            Error::InsufficientScope(_) => "insufficient_scope",
+            Error::AgentNotAllowed(_) => "agent_not_allowed",
+            Error::RateLimited { .. } => "rate_limited",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::NoRoute => "not_found",
@@ -143,6 +159,12 @@ impl IntoResponse for Error {
             response
                 .extensions_mut()
                 .insert(InternalCause(cause.into()));
+        }
+        if let Error::RateLimited { retry_after_s, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_s),
+            );
         }
         if status == StatusCode::UNAUTHORIZED && self.code().starts_with("token_") {
             // RFC 6750: bearer-token failures name the scheme.

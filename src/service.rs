@@ -2,18 +2,21 @@
 //! verify one, invalidate a user, revoke a token, introspect. HTTP handlers (and, later,
 //! the chat socket) call these; they call the pure rules in `auth` and the storage in `db`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{AuditLog, AuditWriter};
+use crate::auth::api_key::is_well_formed_key_id;
 use crate::auth::api_key::{NO_KEY_HASH, random_base62};
 use crate::auth::jwt::{self, Claims, TokenError};
-use crate::auth::{ExpiresIn, ExternalUserId, KeySecret};
+use crate::auth::{ExpiresIn, ExternalUserId, KeyRules, KeySecret, Scope};
 use crate::cache::CachedKey;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{Agent, Db, User, UserRef};
 use crate::error::{Error, Result};
+use crate::limits::{Allowance, Limits};
 use crate::metrics::{Metrics, NameLabels};
 use crate::sync::Live;
 
@@ -26,6 +29,7 @@ pub struct AppState {
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
     pub audit: AuditLog,
+    pub limits: Arc<Limits>,
 }
 
 /// Who is calling: a valid, unrevoked key of an active company.
@@ -33,11 +37,25 @@ pub struct AppState {
 pub struct Caller {
     pub key_id: String,
     pub company_id: String,
+    pub rules: Arc<KeyRules>,
+}
+
+impl Caller {
+    /// Refuses (403 `insufficient_scope`) a key without `scope`.
+    pub fn require(&self, scope: Scope) -> Result<()> {
+        if self.rules.allows(scope) {
+            Ok(())
+        } else {
+            Err(Error::InsufficientScope(scope.as_str()))
+        }
+    }
 }
 
 pub struct Minted {
     pub token: String,
     pub jti: String,
+    /// The key's remaining mint rate, for the `X-RateLimit-*` headers.
+    pub allowance: Option<Allowance>,
     pub user: User,
     pub agent: Agent,
 }
@@ -65,6 +83,7 @@ impl AppState {
         );
         let metrics = Arc::new(Metrics::default());
         let (audit, writer) = AuditLog::start(db.clone(), metrics.clone());
+        let limits = Arc::new(Limits::new(settings.limits()));
         let state = AppState {
             db,
             settings: Arc::new(settings),
@@ -72,6 +91,7 @@ impl AppState {
             clock,
             metrics,
             audit,
+            limits,
         };
         Ok((state, writer))
     }
@@ -116,41 +136,33 @@ impl AppState {
     /// Checks a key pair. An unknown keyId and a wrong secret fail alike (same error, same
     /// hashing work); only a correct pair learns that its key is revoked or its company
     /// inactive. A known key costs no database read.
-    pub async fn authenticate(&self, key_id: &str, secret: &KeySecret) -> Result<Caller> {
-        let caches = &self.live.caches;
-        let cached = caches.key(key_id);
-        self.metrics.cache("keys", cached.is_some());
-        let (key, fresh_refusal) = match cached {
-            Some(key) => (Some(key), None),
-            None => {
-                let generation = caches.generation();
-                match self.db.find_api_key(key_id).await? {
-                    Some(row) => {
-                        let key = CachedKey {
-                            company_id: row.company_id.clone(),
-                            secret_hash: row.secret_hash.clone(),
-                        };
-                        caches.fill_key(key_id, key.clone(), generation);
-                        let refusal = if row.revoked_at.is_some() {
-                            Some(Error::KeyRevoked)
-                        } else if !row.company_active {
-                            Some(Error::CompanyInactive)
-                        } else {
-                            None
-                        };
-                        (Some(key), refusal)
-                    }
-                    None => (None, None),
-                }
-            }
+    pub async fn authenticate(
+        &self,
+        key_id: &str,
+        secret: &KeySecret,
+        client: Option<IpAddr>,
+    ) -> Result<Caller> {
+        let now_ms = self.clock.now_ms();
+        self.limits.check_ip(client, now_ms)?;
+        // A keyId or secret without our checksum is nobody's: refuse it without a database
+        // read, after the same hashing work as a real check.
+        let well_formed = is_well_formed_key_id(key_id) && secret.is_well_formed();
+        let key = if well_formed {
+            self.find_key(key_id).await?
+        } else {
+            None
         };
-        let stored_hash = key
-            .as_ref()
-            .map_or(&NO_KEY_HASH[..], |k| &k.secret_hash[..]);
-        let matches = secret.matches(stored_hash);
-        let Some(key) = key.filter(|_| matches) else {
+        let (current, previous) = match &key {
+            Some((k, _)) => (&k.secret_hash[..], k.previous.as_ref()),
+            None => (&NO_KEY_HASH[..], None),
+        };
+        // Both comparisons always run, so timing does not tell whether a key was rolled.
+        let matches_current = secret.matches(current);
+        let matches_previous =
+            previous.is_some_and(|(hash, until)| secret.matches(hash) & (now_ms < *until));
+        let Some((key, fresh_refusal)) = key.filter(|_| matches_current | matches_previous) else {
             self.metrics.auth_failures.inc();
-            return Err(Error::InvalidCredentials);
+            return Err(self.limits.failed(client, key_id, now_ms));
         };
         if let Some(refusal) = fresh_refusal {
             return Err(refusal);
@@ -167,7 +179,45 @@ impl AppState {
         Ok(Caller {
             key_id: key_id.to_owned(),
             company_id: key.company_id,
+            rules: key.policy,
         })
+    }
+
+    /// A key from the cache, or from the database (then cached). The second value is a
+    /// refusal the database knows of and the revocation state may not have yet.
+    async fn find_key(&self, key_id: &str) -> Result<Option<(CachedKey, Option<Error>)>> {
+        let caches = &self.live.caches;
+        let cached = caches.key(key_id);
+        self.metrics.cache("keys", cached.is_some());
+        if let Some(key) = cached {
+            return Ok(Some((key, None)));
+        }
+        let generation = caches.generation();
+        let Some(row) = self.db.find_api_key(key_id).await? else {
+            return Ok(None);
+        };
+        let key = CachedKey {
+            company_id: row.company_id.clone(),
+            secret_hash: row.secret_hash.clone(),
+            previous: row
+                .previous_secret_hash
+                .clone()
+                .zip(row.previous_expires_at),
+            policy: Arc::new(KeyRules::from_stored(
+                &row.scopes,
+                row.allowed_agents.as_deref(),
+                row.max_expires_in,
+            )),
+        };
+        caches.fill_key(key_id, key.clone(), generation);
+        let refusal = if row.revoked_at.is_some() {
+            Some(Error::KeyRevoked)
+        } else if !row.company_active {
+            Some(Error::CompanyInactive)
+        } else {
+            None
+        };
+        Ok(Some((key, refusal)))
     }
 
     /// The company's agent with this id, from the cache or the database.
@@ -214,8 +264,21 @@ impl AppState {
         caller: &Caller,
         external_id: &ExternalUserId,
         agent_id: Option<&str>,
-        expires_in: ExpiresIn,
+        expires_in: Option<ExpiresIn>,
     ) -> Result<Minted> {
+        caller.require(Scope::Mint)?;
+        let max = caller.rules.max_expires_in(self.settings.max_expires_in);
+        let expires_in = match expires_in {
+            None => ExpiresIn::DEFAULT.min(max),
+            Some(e) if e > max => {
+                return Err(Error::invalid(format!(
+                    "expiresIn is above this API key's maximum of {} seconds",
+                    max.secs()
+                )));
+            }
+            Some(e) => e,
+        };
+        let allowance = self.limits.mint(&caller.key_id)?;
         let agent = match agent_id {
             Some(id) => self
                 .find_agent(&caller.company_id, id)
@@ -228,13 +291,14 @@ impl AppState {
                     Error::invalid("agentId is required: this company has no default agent")
                 })?,
         };
+        if !caller.rules.allows_agent(&agent.id) {
+            return Err(Error::AgentNotAllowed(agent.id));
+        }
         if !agent.active || self.live.revocations().is_agent_inactive(&agent.id) {
             return Err(Error::AgentInactive(agent.id));
         }
         let now_ms = self.clock.now_ms();
-        let user = self
-            .user_for(&caller.company_id, external_id, now_ms)
-            .await?;
+        let user = self.user_for(caller, external_id, now_ms).await?;
         let iat = now_ms.div_euclid(1000);
         let keyring = self.live.keyring();
         let key = keyring.current();
@@ -259,6 +323,7 @@ impl AppState {
             jti: claims.jti,
             user,
             agent,
+            allowance,
         })
     }
 
@@ -269,10 +334,11 @@ impl AppState {
     /// that window of an invalidation is invalidated too, erring toward killing.)
     async fn user_for(
         &self,
-        company_id: &str,
+        caller: &Caller,
         external_id: &ExternalUserId,
         now_ms: i64,
     ) -> Result<User> {
+        let company_id = caller.company_id.as_str();
         let caches = &self.live.caches;
         let cached = caches.user_id(company_id, external_id.as_str());
         self.metrics.cache("users", cached.is_some());
@@ -286,14 +352,26 @@ impl AppState {
                 invalidated_at: None,
             });
         }
-        let new_id = cuid2::create_id();
-        let mut user = self
-            .db
-            .upsert_user(company_id, external_id.as_str(), &new_id, now_ms)
-            .await?;
-        if user.id == new_id {
-            self.metrics.users_created.inc();
-        }
+        let mut user = match self.limits.new_user_allowed(&caller.key_id, now_ms) {
+            Ok(()) => {
+                let new_id = cuid2::create_id();
+                let user = self
+                    .db
+                    .upsert_user(company_id, external_id.as_str(), &new_id, now_ms)
+                    .await?;
+                if user.id == new_id {
+                    self.metrics.users_created.inc();
+                    self.limits.new_user_created(&caller.key_id, now_ms);
+                }
+                user
+            }
+            // Over the key's daily quota of new users: known users still get tokens.
+            Err(quota) => self
+                .db
+                .find_user(company_id, UserRef::External(external_id.as_str()))
+                .await?
+                .ok_or(quota)?,
+        };
         caches.fill_user(company_id, &user.external_id, &user.id);
         // The database is never behind memory; memory may be behind the database.
         user.token_version = user

@@ -237,11 +237,12 @@ async fn another_companys_token_cannot_be_revoked_and_reads_like_garbage() {
 async fn a_revoked_key_kills_every_token_it_minted() {
     let app = spawn_app().await;
     let token = app.token_for("user_123").await;
+    let second_id = performchat::auth::api_key::new_key_id();
     let second_key = {
         let secret = performchat::auth::KeySecret::generate();
         app.db
             .insert_api_key(
-                "pk_second",
+                &second_id,
                 &app.tenant.company,
                 &secret.hash(),
                 app.clock.now_ms(),
@@ -249,7 +250,7 @@ async fn a_revoked_key_kills_every_token_it_minted() {
             .await
             .unwrap();
         common::Tenant {
-            key_id: "pk_second".into(),
+            key_id: second_id.clone(),
             key_secret: secret.expose().into(),
             ..app.tenant.clone()
         }

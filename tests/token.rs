@@ -142,14 +142,15 @@ async fn a_company_without_a_default_agent_must_name_one() {
         .await
         .unwrap();
     let secret = performchat::auth::KeySecret::generate();
+    let bare_key = performchat::auth::api_key::new_key_id();
     app.db
-        .insert_api_key("pk_bare", "company_bare", &secret.hash(), now)
+        .insert_api_key(&bare_key, "company_bare", &secret.hash(), now)
         .await
         .unwrap();
     let res = app
         .post(
             "/rest/v1/auth/token",
-            &json!({"keyId": "pk_bare", "keySecret": secret.expose(), "userId": "u"}),
+            &json!({"keyId": bare_key, "keySecret": secret.expose(), "userId": "u"}),
         )
         .await;
     assert_error(res, 400, "invalid_request", "agentId is required").await;

@@ -4,9 +4,11 @@
 pub mod api_key;
 pub mod expires_in;
 pub mod jwt;
+pub mod rules;
 
 pub use api_key::KeySecret;
 pub use expires_in::ExpiresIn;
+pub use rules::{KeyRules, Scope};
 
 use serde_json::Value;
 

@@ -13,16 +13,46 @@ pub struct ApiKey {
     pub secret_hash: Vec<u8>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Comma-separated: `mint` (token endpoint) and/or `manage` (invalidate, revoke,
+    /// introspect, audit).
+    pub scopes: String,
+    /// Comma-separated agent ids this key may mint for; None: any of its company's agents.
+    pub allowed_agents: Option<String>,
+    /// The longest token lifetime this key may ask for, in seconds; None: the server's.
+    pub max_expires_in: Option<i64>,
+    /// After a roll, the previous secret's hash, valid until `previous_expires_at`.
+    #[serde(skip)]
+    pub previous_secret_hash: Option<Vec<u8>>,
+    pub previous_expires_at: Option<i64>,
     /// Whether the key's company is active (joined in, so one read authenticates).
     #[serde(skip)]
     pub company_active: bool,
+}
+
+/// What a new key may do (the default: everything, any agent, the server's maximum).
+#[derive(Clone, Debug)]
+pub struct KeyPolicy {
+    pub scopes: String,
+    pub allowed_agents: Option<String>,
+    pub max_expires_in: Option<i64>,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        KeyPolicy {
+            scopes: "mint,manage".to_owned(),
+            allowed_agents: None,
+            max_expires_in: None,
+        }
+    }
 }
 
 /// The key columns plus its company's `active`.
 macro_rules! key_select {
     ($rest:literal) => {
         concat!(
-            "SELECT k.id, k.company_id, k.secret_hash, k.created_at, k.revoked_at, \
+            "SELECT k.id, k.company_id, k.secret_hash, k.created_at, k.revoked_at, k.scopes, \
+             k.allowed_agents, k.max_expires_in, k.previous_secret_hash, k.previous_expires_at, \
              c.active AS company_active FROM api_key k JOIN company c ON c.id = k.company_id ",
             $rest
         )
@@ -47,6 +77,18 @@ impl Db {
         secret_hash: &[u8],
         now_ms: i64,
     ) -> Result<ApiKey> {
+        self.insert_api_key_with(id, company_id, secret_hash, &KeyPolicy::default(), now_ms)
+            .await
+    }
+
+    pub async fn insert_api_key_with(
+        &self,
+        id: &str,
+        company_id: &str,
+        secret_hash: &[u8],
+        policy: &KeyPolicy,
+        now_ms: i64,
+    ) -> Result<ApiKey> {
         if self.find_company(company_id).await?.is_none() {
             return Err(Error::NotFound(format!(
                 "no company with id {company_id:?}"
@@ -54,12 +96,16 @@ impl Db {
         }
         run!(self, write, |pool| {
             sqlx::query(
-                "INSERT INTO api_key (id, company_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO api_key (id, company_id, secret_hash, created_at, scopes, \
+                 allowed_agents, max_expires_in) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(id)
             .bind(company_id)
             .bind(secret_hash)
             .bind(now_ms)
+            .bind(policy.scopes.as_str())
+            .bind(policy.allowed_agents.as_deref())
+            .bind(policy.max_expires_in)
             .execute(pool)
             .await
             .map(|_| ())
@@ -88,6 +134,40 @@ impl Db {
             .fetch_all(pool)
             .await
         })?)
+    }
+
+    /// Gives a key a new secret. The previous one keeps working until `previous_expires_at`
+    /// (unix milliseconds; `now` ends it at once). A revoked key cannot be rolled.
+    pub async fn roll_api_key(
+        &self,
+        id: &str,
+        new_secret_hash: &[u8],
+        previous_expires_at: i64,
+        now_ms: i64,
+    ) -> Result<ApiKey> {
+        let found = run!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query_scalar::<_, String>(
+                "UPDATE api_key SET previous_secret_hash = secret_hash, previous_expires_at = $3, \
+                 secret_hash = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(id)
+            .bind(new_secret_hash)
+            .bind(previous_expires_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if found.is_some() {
+                record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
+            }
+            tx.commit().await?;
+            found.is_some()
+        });
+        if !found {
+            return Err(Error::NotFound(format!("no active API key with id {id:?}")));
+        }
+        self.find_api_key(id)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("key {id} vanished after roll")))
     }
 
     /// Revokes a key for good: it mints nothing more, and every token it minted stops

@@ -44,7 +44,7 @@ mod signing_key;
 mod user;
 
 pub use agent::{Agent, AgentUpdate};
-pub use api_key::ApiKey;
+pub use api_key::{ApiKey, KeyPolicy};
 pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;

@@ -1,15 +1,17 @@
 //! `GET /rest/v1/audit`: a company reads its own audit trail, newest first, a page at a time.
 //! The key pair comes as HTTP Basic credentials (`keyId:keySecret`), never in the URL.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::KeySecret;
 use crate::auth::expires_in::parse_duration_setting;
+use crate::auth::{KeySecret, Scope};
 use crate::db::AuditQuery;
 use crate::error::{Error, Result};
 use crate::service::AppState;
@@ -24,6 +26,7 @@ pub struct Params {
 
 pub async fn list_audit_events(
     State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Result<Json<Value>> {
@@ -51,7 +54,10 @@ pub async fn list_audit_events(
             Some(state.clock.now_ms() - d.as_millis() as i64)
         }
     };
-    let caller = state.authenticate(&key_id, &secret).await?;
+    let caller = state
+        .authenticate(&key_id, &secret, Some(info.0.ip()))
+        .await?;
+    caller.require(Scope::Manage)?;
     let events = state
         .db
         .list_audit_events(&AuditQuery {

@@ -18,12 +18,12 @@ use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::api_key::random_base62;
-use crate::auth::{KeySecret, required_str};
+use crate::auth::{KeySecret, Scope, required_str};
 use crate::db::AuditEvent;
 use crate::error::{Error, Result};
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -46,7 +46,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::any())
+                .allow_origin(cors_origins(&state.settings.cors_origins))
                 .allow_methods([Method::GET])
                 .allow_headers([header::AUTHORIZATION])
                 .max_age(Duration::from_secs(600)),
@@ -60,9 +60,37 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { Error::NoRoute })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// `*` for any origin, else the comma-separated list (entries that are not valid header
+/// values are ignored).
+fn cors_origins(setting: &str) -> AllowOrigin {
+    if setting.trim() == "*" {
+        return AllowOrigin::any();
+    }
+    AllowOrigin::list(
+        setting
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .filter_map(|o| HeaderValue::from_str(o).ok()),
+    )
+}
+
+/// Answers 503 for a request that takes longer than `--request-timeout`.
+async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(state.settings.request_timeout.max(1).into());
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => Error::Unavailable.into_response(),
+    }
 }
 
 /// The request id: the caller's `X-Request-Id` if it is a sane one, else a new one. It is
@@ -124,6 +152,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             route: route.to_owned(),
         })
         .observe(elapsed.as_secs_f64());
+    if status == 429 {
+        m.rate_limited.inc();
+    }
     res.headers_mut().insert(REQUEST_ID, id);
     res
 }
@@ -168,13 +199,25 @@ async fn security_headers(mut res: Response) -> Response {
     res
 }
 
-/// Reads `keyId` and `keySecret` from a key endpoint's body and authenticates them.
-async fn authenticate(state: &AppState, body: &JsonObject) -> Result<Caller> {
+/// Reads `keyId` and `keySecret` from a key endpoint's body, authenticates them and checks
+/// the key has `scope`.
+async fn authenticate(
+    state: &AppState,
+    body: &JsonObject,
+    info: &ConnectInfo<SocketAddr>,
+    scope: Scope,
+) -> Result<Caller> {
     let key_id = required_str("keyId", body.get("keyId")).map_err(Error::InvalidRequest)?;
     let secret = required_str("keySecret", body.get("keySecret")).map_err(Error::InvalidRequest)?;
-    state
-        .authenticate(key_id, &KeySecret::from_request(secret.to_owned()))
-        .await
+    let caller = state
+        .authenticate(
+            key_id,
+            &KeySecret::from_request(secret.to_owned()),
+            Some(info.0.ip()),
+        )
+        .await?;
+    caller.require(scope)?;
+    Ok(caller)
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{audit_event, authenticate, json::JsonObject};
-use crate::auth::{ExpiresIn, ExternalUserId, optional_id, required_str};
+use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
 use crate::db::{Agent, User};
 use crate::error::{Error, Result};
@@ -63,15 +64,23 @@ pub async fn mint_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
     body: JsonObject,
-) -> Result<Json<MintResponse>> {
+) -> Result<(HeaderMap, Json<MintResponse>)> {
     // Shape first (400), then who is asking (401/403), then what they ask for (404/403).
     let user_id =
         ExternalUserId::from_json("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
     let agent_id = optional_id("agentId", body.get("agentId")).map_err(Error::InvalidRequest)?;
-    let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
+    let expires_value = body.get("expiresIn").filter(|v| !v.is_null());
+    let expires_in = ExpiresIn::from_json(expires_value, state.settings.max_expires_in)
         .map_err(Error::InvalidRequest)?;
-    let caller = authenticate(&state, &body).await?;
-    let result = state.mint(&caller, &user_id, agent_id, expires_in).await;
+    let caller = authenticate(&state, &body, &info, Scope::Mint).await?;
+    let result = state
+        .mint(
+            &caller,
+            &user_id,
+            agent_id,
+            expires_value.map(|_| expires_in),
+        )
+        .await;
     let mut event = audit_event(&state, "token.minted", &caller, &info, &result);
     event.agent_id = agent_id.map(str::to_owned);
     if let Ok(m) = &result {
@@ -82,11 +91,19 @@ pub async fn mint_token(
     state.audit.record(event).await;
     let minted = result?;
     let agent_id = minted.agent.id.clone();
-    Ok(Json(MintResponse {
-        token: minted.token,
-        user: UserBody::new(minted.user, agent_id),
-        agent: minted.agent.into(),
-    }))
+    let mut headers = HeaderMap::new();
+    if let Some(a) = minted.allowance {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(a.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(a.remaining));
+    }
+    Ok((
+        headers,
+        Json(MintResponse {
+            token: minted.token,
+            user: UserBody::new(minted.user, agent_id),
+            agent: minted.agent.into(),
+        }),
+    ))
 }
 
 pub async fn revoke_token(
@@ -95,7 +112,7 @@ pub async fn revoke_token(
     body: JsonObject,
 ) -> Result<Json<Value>> {
     let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
-    let caller = authenticate(&state, &body).await?;
+    let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
     let result = state.revoke(&caller, token).await;
     let mut event = audit_event(&state, "token.revoked", &caller, &info, &result);
     if let Ok(c) = &result {
@@ -116,10 +133,11 @@ pub async fn revoke_token(
 /// caller's company.
 pub async fn introspect_token(
     State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
     body: JsonObject,
 ) -> Result<Json<Value>> {
     let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
-    let caller = authenticate(&state, &body).await?;
+    let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
     Ok(Json(match state.introspect(&caller, token)? {
         None => json!({ "active": false }),
         Some(c) => json!({

@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, State};
 use serde_json::{Value, json};
 
 use super::{audit_event, authenticate, json::JsonObject};
-use crate::auth::{ExternalUserId, optional_id};
+use crate::auth::{ExternalUserId, Scope, optional_id};
 use crate::clock::rfc3339_ms;
 use crate::db::UserRef;
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ pub async fn invalidate_user(
             ));
         }
     };
-    let caller = authenticate(&state, &body).await?;
+    let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
     let result = state.invalidate(&caller, user_ref).await;
     let mut event = audit_event(&state, "user.invalidated", &caller, &info, &result);
     event.user_id = match (&result, user_ref) {

@@ -37,8 +37,9 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet --bin performchat --example ceiling
-BIN=target/release/performchat
-CEILING=target/release/examples/ceiling
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET_DIR/release/performchat"
+CEILING="$TARGET_DIR/release/examples/ceiling"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -70,6 +71,7 @@ PORT=$(free_port)
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "listening on" "$WORK/server.log" || { echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
 KEY_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["keyId"])' "$WORK/banner.json")
 KEY_SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["keySecret"])' "$WORK/banner.json")
 BASE="http://127.0.0.1:$PORT"

@@ -12,9 +12,11 @@ use crate::db::{AuditEvent, Db};
 use crate::metrics::Metrics;
 
 /// Events written per transaction at most.
-const BATCH: usize = 1000;
+const BATCH: usize = 3000;
 /// Events the queue holds; past that, requests wait for the writer rather than lose events.
-const QUEUE: usize = 64 * 1024;
+/// Small on purpose: it bounds memory (an event is a few hundred bytes), and a writer that
+/// cannot keep up should slow minting rather than grow the heap.
+const QUEUE: usize = 4 * 1024;
 
 #[derive(Clone)]
 pub struct AuditLog {

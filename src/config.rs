@@ -83,6 +83,22 @@ pub enum Command {
     /// End users.
     #[command(subcommand)]
     User(UserCommand),
+    /// The server's token-signing keys.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Start signing with a new key. Tokens signed with the previous keys keep verifying until
+    /// they expire; then those keys are erased.
+    Rotate {
+        /// When the previous keys are erased: the longest token lifetime the servers accept.
+        #[arg(long, default_value = "30d", value_parser = crate::auth::expires_in::parse_duration_setting)]
+        retire_old_in: std::time::Duration,
+    },
+    /// List signing keys (ids and dates, never secrets).
+    List,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -310,6 +326,24 @@ pub enum KeyCommand {
     Create {
         #[arg(long)]
         company: String,
+        /// What the key may do: mint (the token endpoint), manage (invalidate, revoke,
+        /// introspect, audit), or both.
+        #[arg(long, default_value = "mint,manage", value_parser = crate::auth::KeyRules::parse_scopes)]
+        scopes: String,
+        /// Comma-separated agent ids the key may mint for (default: any of its company's).
+        #[arg(long)]
+        allowed_agents: Option<String>,
+        /// The longest expiresIn the key may ask for (default: the server's maximum).
+        #[arg(long, value_parser = crate::auth::expires_in::parse_duration_setting)]
+        max_expires_in: Option<std::time::Duration>,
+    },
+    /// Give a key a new secret (shown once). The old secret keeps working for a while, so
+    /// that backends can switch without downtime.
+    Roll {
+        key_id: String,
+        /// How long the old secret keeps working.
+        #[arg(long, default_value = "24h", value_parser = crate::auth::expires_in::parse_duration_setting)]
+        expire_old_in: std::time::Duration,
     },
     /// List a company's keys (never their secrets).
     List {

@@ -104,10 +104,10 @@ impl Limits {
     /// the IP or the keyId is over its limit.
     pub fn failed(&self, ip: Option<IpAddr>, key_id: &str, now_ms: i64) -> Error {
         let mut limited = None;
-        if let (Some(ip), Some(lim)) = (ip, &self.failures_by_ip) {
-            if lim.check_key(&ip).is_err() {
-                limited = Some(strike(&self.blocked_ips, ip, now_ms));
-            }
+        if let (Some(ip), Some(lim)) = (ip, &self.failures_by_ip)
+            && lim.check_key(&ip).is_err()
+        {
+            limited = Some(strike(&self.blocked_ips, ip, now_ms));
         }
         if let Some(lim) = &self.failures_by_key {
             // Only ids of our shape are tracked: random guesses must not fill the table.

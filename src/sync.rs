@@ -197,11 +197,14 @@ async fn apply(db: &Db, live: &Live, change: &Change, clock: &Clock) -> Result<(
             live.revocations_mut().set_company_inactive(id, inactive);
         }
         ChangeKind::SigningKey => {
-            if let Some(key) = db.find_signing_key(id).await? {
-                let mut ring = live.keyring.write().unwrap_or_else(|e| e.into_inner());
-                if !ring.contains(&key.id) {
+            let key = db.find_signing_key(id).await?;
+            let mut ring = live.keyring.write().unwrap_or_else(|e| e.into_inner());
+            match key {
+                Some(key) if !ring.contains(&key.id) => {
                     ring.add(SigningKey::new(key.id.clone(), &key.secret));
                 }
+                Some(_) => {}
+                None => ring.remove(id),
             }
         }
     }

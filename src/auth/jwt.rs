@@ -97,6 +97,13 @@ impl Keyring {
         self.by_id.contains_key(id)
     }
 
+    /// Forgets a retired key (never the current one).
+    pub fn remove(&mut self, id: &str) {
+        if self.current.id != id {
+            self.by_id.remove(id);
+        }
+    }
+
     pub fn add(&mut self, key: SigningKey) {
         let key = Arc::new(key);
         self.by_id.insert(key.id.clone(), key.clone());

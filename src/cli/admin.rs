@@ -7,8 +7,8 @@ use super::Output;
 use crate::auth::KeySecret;
 use crate::auth::api_key::new_key_id;
 use crate::clock::{Clock, rfc3339_ms};
-use crate::config::{AgentCommand, CompanyCommand, KeyCommand, UserCommand};
-use crate::db::{AgentUpdate, AuditEvent, AuditQuery, Db, UserRef};
+use crate::config::{AgentCommand, CompanyCommand, KeyCommand, SigningKeyCommand, UserCommand};
+use crate::db::{AgentUpdate, AuditEvent, AuditQuery, Db, KeyPolicy, UserRef};
 
 /// Records what an operator did in the audit trail.
 async fn audit(db: &Db, kind: &str, company_id: &str, event: AuditEvent) -> anyhow::Result<()> {
@@ -153,8 +153,24 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
 pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
     let now = Clock::default().now_ms();
     match cmd {
-        KeyCommand::Create { company } => {
-            let (key, secret) = create_key(db, &company, now).await?;
+        KeyCommand::Create {
+            company,
+            scopes,
+            allowed_agents,
+            max_expires_in,
+        } => {
+            let policy = KeyPolicy {
+                scopes,
+                allowed_agents: allowed_agents.map(|a| {
+                    a.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+                max_expires_in: max_expires_in.map(|d| d.as_secs() as i64),
+            };
+            let (key, secret) = create_key(db, &company, &policy, now).await?;
             let event = AuditEvent {
                 key_id: Some(key.id.clone()),
                 ..Default::default()
@@ -165,6 +181,9 @@ pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
                     "keyId": key.id,
                     "keySecret": secret.expose(),
                     "companyId": key.company_id,
+                    "scopes": key.scopes,
+                    "allowedAgents": key.allowed_agents,
+                    "maxExpiresIn": key.max_expires_in,
                     "createdAt": rfc3339_ms(key.created_at),
                 }),
                 || {
@@ -193,6 +212,36 @@ pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
                     .join("\n")
             });
         }
+        KeyCommand::Roll {
+            key_id,
+            expire_old_in,
+        } => {
+            let secret = KeySecret::generate();
+            let old_until = now + expire_old_in.as_millis() as i64;
+            let k = db
+                .roll_api_key(&key_id, &secret.hash(), old_until, now)
+                .await?;
+            let event = AuditEvent {
+                key_id: Some(k.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "key.rolled", &k.company_id, event).await?;
+            out.print(
+                &json!({
+                    "keyId": k.id,
+                    "keySecret": secret.expose(),
+                    "previousSecretExpiresAt": rfc3339_ms(old_until),
+                }),
+                || {
+                    format!(
+                        "rolled API key {}\n  keySecret: {}\nThe old secret keeps working until {}.",
+                        k.id,
+                        secret.expose(),
+                        rfc3339_ms(old_until)
+                    )
+                },
+            );
+        }
         KeyCommand::Revoke { key_id } => {
             let k = db.revoke_api_key(&key_id, now).await?;
             let event = AuditEvent {
@@ -210,13 +259,59 @@ pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {
 pub async fn create_key(
     db: &Db,
     company: &str,
+    policy: &KeyPolicy,
     now_ms: i64,
 ) -> anyhow::Result<(crate::db::ApiKey, KeySecret)> {
     let secret = KeySecret::generate();
     let key = db
-        .insert_api_key(&new_key_id(), company, &secret.hash(), now_ms)
+        .insert_api_key_with(&new_key_id(), company, &secret.hash(), policy, now_ms)
         .await?;
     Ok((key, secret))
+}
+
+pub async fn signing_key(db: &Db, cmd: SigningKeyCommand, out: Output) -> anyhow::Result<()> {
+    let now = Clock::default().now_ms();
+    match cmd {
+        SigningKeyCommand::Rotate { retire_old_in } => {
+            let mut secret = [0u8; 32];
+            rand::fill(&mut secret);
+            let id = format!("sig_{}", cuid2::create_id());
+            let retire_at = now + retire_old_in.as_millis() as i64;
+            db.rotate_signing_key(&id, &secret, retire_at, now).await?;
+            out.print(
+                &json!({"signingKeyId": id, "previousKeysRetireAt": rfc3339_ms(retire_at)}),
+                || {
+                    format!(
+                        "new tokens are now signed with {id}; older keys verify until {}",
+                        rfc3339_ms(retire_at)
+                    )
+                },
+            );
+        }
+        SigningKeyCommand::List => {
+            let keys = db.list_signing_key_ids().await?;
+            let list: Vec<_> = keys
+                .iter()
+                .map(|(id, created, retire)| {
+                    json!({"id": id, "createdAt": rfc3339_ms(*created), "retireAt": retire.map(rfc3339_ms)})
+                })
+                .collect();
+            out.print(&list, || {
+                keys.iter()
+                    .map(|(id, created, retire)| match retire {
+                        Some(r) => format!(
+                            "{id}\tcreated {}\tretires {}",
+                            rfc3339_ms(*created),
+                            rfc3339_ms(*r)
+                        ),
+                        None => format!("{id}\tcreated {}\tsigning", rfc3339_ms(*created)),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
 }
 
 pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> {

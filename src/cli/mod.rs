@@ -36,6 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Company(c) => admin::company(&connect(&cli.database_url).await?, c, out).await,
         Command::Agent(c) => admin::agent(&connect(&cli.database_url).await?, c, out).await,
         Command::Key(c) => admin::key(&connect(&cli.database_url).await?, c, out).await,
+        Command::SigningKey(c) => {
+            admin::signing_key(&connect(&cli.database_url).await?, c, out).await
+        }
         Command::User(c) => admin::user(&connect(&cli.database_url).await?, c, out).await,
     }
 }

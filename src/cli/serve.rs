@@ -82,7 +82,7 @@ async fn bootstrap(
     let agent = db
         .insert_agent(BOOT_AGENT, BOOT_COMPANY, "Support Agent", true, true, now)
         .await?;
-    let (key, secret) = create_key(db, BOOT_COMPANY, now).await?;
+    let (key, secret) = create_key(db, BOOT_COMPANY, &Default::default(), now).await?;
     let base = if addr.ip().is_unspecified() {
         format!("http://127.0.0.1:{}", addr.port())
     } else {

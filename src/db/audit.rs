@@ -42,7 +42,7 @@ impl Db {
             return Ok(());
         }
         // SQLite allows 32 766 bound values; 10 a row.
-        for chunk in events.chunks(1000) {
+        for chunk in events.chunks(3000) {
             run!(self, write, |pool| {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_event \

@@ -49,9 +49,11 @@ impl Db {
         const FIRST: &str = "sk1";
         run!(self, write, |pool| {
             let mut tx = pool.begin().await?;
+            // Only into an empty table: after a rotation retired the first key, a restart
+            // must not bring a new first key back.
             let inserted = sqlx::query(
-                "INSERT INTO signing_key (id, secret, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO signing_key (id, secret, created_at) SELECT $1, $2, $3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_key) ON CONFLICT (id) DO NOTHING",
             )
             .bind(FIRST)
             .bind(secret)
@@ -61,6 +63,66 @@ impl Db {
             .rows_affected();
             if inserted > 0 {
                 record_change!(&mut *tx, ChangeKind::SigningKey, FIRST, now_ms);
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Adds a signing key that every server starts signing with; the keys before it keep
+    /// verifying until `retire_at` (unix ms), when every token they signed has expired.
+    pub async fn rotate_signing_key(
+        &self,
+        id: &str,
+        secret: &[u8],
+        retire_at: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        run!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE signing_key SET retire_at = $1 WHERE retire_at IS NULL OR retire_at > $1",
+            )
+            .bind(retire_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO signing_key (id, secret, created_at) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(secret)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            record_change!(&mut *tx, ChangeKind::SigningKey, id, now_ms);
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// (id, created_at, retire_at) of every signing key, oldest first. No secrets.
+    pub async fn list_signing_key_ids(&self) -> Result<Vec<(String, i64, Option<i64>)>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, (String, i64, Option<i64>)>(
+                "SELECT id, created_at, retire_at FROM signing_key ORDER BY created_at, id",
+            )
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Erases signing keys past their retirement; every server drops them from its ring.
+    pub async fn purge_retired_signing_keys(&self, now_ms: i64) -> Result<()> {
+        run!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
+            let ids = sqlx::query_scalar::<_, String>(
+                "DELETE FROM signing_key WHERE retire_at IS NOT NULL AND retire_at < $1 RETURNING id",
+            )
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            for id in &ids {
+                record_change!(&mut *tx, ChangeKind::SigningKey, id, now_ms);
             }
             tx.commit().await
         })?;

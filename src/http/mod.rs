@@ -9,7 +9,7 @@ mod ops;
 mod token;
 mod user;
 
-pub use json::BODY_LIMIT;
+pub use json::{BODY_LIMIT, parse_object};
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -26,6 +26,9 @@ pub enum Error {
     PayloadTooLarge(usize),
     #[error("{}", BAD_CREDENTIALS)]
     InvalidCredentials,
+    /// No usable credentials were sent (GET endpoints that take them as HTTP Basic).
+    #[error("{0}")]
+    CredentialsRequired(&'static str),
     #[error("this API key has been revoked")]
     KeyRevoked,
     #[error("this company is inactive")]
@@ -80,6 +83,7 @@ impl Error {
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::InvalidCredentials
+            | Error::CredentialsRequired(_)
             | Error::TokenInvalid(_)
             | Error::TokenExpired
             | Error::TokenRevoked(_) => StatusCode::UNAUTHORIZED,
@@ -103,7 +107,7 @@ impl Error {
             Error::InvalidJson(_) => "invalid_json",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::PayloadTooLarge(_) => "payload_too_large",
-            Error::InvalidCredentials => "invalid_credentials",
+            Error::InvalidCredentials | Error::CredentialsRequired(_) => "invalid_credentials",
             Error::KeyRevoked => "key_revoked",
             Error::CompanyInactive => "company_inactive",
             Error::AgentInactive(_) => "agent_inactive",
@@ -164,6 +168,12 @@ impl IntoResponse for Error {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(*retry_after_s),
+            );
+        }
+        if let Error::CredentialsRequired(_) = &self {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"performchat\""),
             );
         }
         if status == StatusCode::UNAUTHORIZED && self.code().starts_with("token_") {

@@ -586,8 +586,8 @@ async fn hostile_requests_get_their_answer_and_never_a_5xx() {
             path: "/rest/v1/audit",
             headers: vec![("authorization", "Basic %%%".into())],
             body: vec![],
-            status: 400,
-            code: Some("invalid_request"),
+            status: 401,
+            code: Some("invalid_credentials"),
         },
         Case {
             name: "audit: bad limit",

@@ -26,6 +26,11 @@ impl ExternalUserId {
         match value {
             None | Some(Value::Null) => Err(format!("{field} is required")),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(ExternalUserId(n.to_string())),
+            // 42.0 is the integer 42 (JSON Schema agrees, and clients whose numbers are all
+            // floats send it so), as long as it is exact.
+            Some(Value::Number(n)) if n.as_f64().is_some_and(is_exact_integer) => Ok(
+                ExternalUserId(format!("{}", n.as_f64().unwrap_or_default() as i64)),
+            ),
             Some(Value::Number(_)) => Err(format!(
                 "{field} must be a string or an integer, not a fraction"
             )),
@@ -37,6 +42,10 @@ impl ExternalUserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+fn is_exact_integer(f: f64) -> bool {
+    f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0
 }
 
 /// A required string field.
@@ -95,6 +104,8 @@ mod tests {
             user(json!(18446744073709551615u64)),
             Ok("18446744073709551615".into())
         );
+        assert_eq!(user(json!(42.0)), Ok("42".into()));
+        assert_eq!(user(json!(-0.0)), Ok("0".into()));
         assert_eq!(user(json!("é".repeat(256))), Ok("é".repeat(256)));
     }
 

@@ -3,7 +3,9 @@
 use super::Db;
 use crate::error::Result;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     /// Assigned by the database; 0 before it is stored.

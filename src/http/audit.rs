@@ -4,33 +4,74 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::expires_in::parse_duration_setting;
+use super::openapi::{AuditPage, ErrorBody};
+use crate::auth::expires_in::parse_ms;
 use crate::auth::{KeySecret, Scope};
 use crate::db::AuditQuery;
 use crate::error::{Error, Result};
 use crate::service::AppState;
 
-#[derive(Deserialize)]
-pub struct Params {
+#[derive(Default)]
+struct Params {
     since: Option<String>,
     user: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
 
+/// Reads the query string by hand so that every mistake gets the service's error shape: an
+/// empty parameter counts as absent, a repeated one is refused, unknown ones are ignored.
+fn params(query: Option<&str>) -> Result<Params> {
+    let mut p = Params::default();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let slot = match name.as_ref() {
+            "since" => &mut p.since,
+            "user" => &mut p.user,
+            "limit" => &mut p.limit,
+            "cursor" => &mut p.cursor,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(Error::invalid(format!("{name} is given more than once")));
+        }
+        if !value.is_empty() {
+            *slot = Some(value.into_owned());
+        }
+    }
+    Ok(p)
+}
+
+/// Your company's audit trail, newest first, a page at a time.
+#[utoipa::path(get, path = "/rest/v1/audit", tag = "operations", security(("keyPair" = [])),
+    params(
+        ("since" = Option<String>, Query, pattern = "^[0-9]*\\.?[0-9]+ *(ms|s|m|h|d|w|y)$", description = "Only events this recent: a duration such as 1h or 7d"),
+        ("user" = Option<String>, Query, description = "Only events of this user (the internal user id)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]*$", description = "The nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
+        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
+        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+    ))]
 pub async fn list_audit_events(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(params): Query<Params>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
     let (key_id, secret) = basic_credentials(&headers)?;
+    let params = params(query.as_deref())?;
     let limit = match params.limit.as_deref() {
         None => 100,
         Some(l) => l
@@ -49,9 +90,12 @@ pub async fn list_audit_events(
     let since_ms = match params.since.as_deref() {
         None => None,
         Some(s) => {
-            let d = parse_duration_setting(s)
-                .map_err(|_| Error::invalid("since must be a duration such as \"1h\" or \"7d\""))?;
-            Some(state.clock.now_ms() - d.as_millis() as i64)
+            let d = parse_ms(s)
+                .filter(|d| d.unit && d.millis >= 0.0 && d.millis.is_finite())
+                .ok_or_else(|| {
+                    Error::invalid("since must be a duration such as \"1h\" or \"7d\"")
+                })?;
+            Some(state.clock.now_ms() - d.millis.min(1e15) as i64)
         }
     };
     let caller = state
@@ -77,7 +121,7 @@ pub async fn list_audit_events(
 /// `Authorization: Basic base64(keyId:keySecret)`.
 fn basic_credentials(headers: &HeaderMap) -> Result<(String, KeySecret)> {
     let missing = || {
-        Error::invalid(
+        Error::CredentialsRequired(
             "send the key pair as HTTP Basic credentials: Authorization: Basic base64(keyId:keySecret)",
         )
     };

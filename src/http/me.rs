@@ -5,11 +5,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
 
+use super::openapi::{ErrorBody, MeResponse};
 use super::token::{AgentBody, UserBody};
 use crate::clock::rfc3339_s;
 use crate::error::{Error, Result};
 use crate::service::AppState;
 
+/// What the chat widget's bearer token says: its user, its agent, when it expires.
+#[utoipa::path(get, path = "/rest/v1/auth/me", tag = "tokens", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = MeResponse),
+        (status = 401, description = "`token_expired` (mint a new one), `token_revoked` or `token_invalid` (stop)", body = ErrorBody),
+        (status = 503, description = "Verification state is stale (database unreachable); retry", body = ErrorBody),
+    ))]
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
     let token = bearer(&headers)?;
     let claims = state.verify(token)?;

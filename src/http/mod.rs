@@ -5,6 +5,7 @@
 mod audit;
 mod json;
 mod me;
+pub mod openapi;
 mod ops;
 mod token;
 mod user;
@@ -55,6 +56,11 @@ pub fn router(state: AppState) -> Router {
         .merge(key_routes)
         .merge(browser_routes)
         .route("/rest/v1/audit", get(audit::list_audit_events))
+        // The API description and its browsable docs (Swagger UI's assets are in the binary).
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/rest/v1/docs").url(
+            "/rest/v1/openapi.json",
+            <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -6,20 +6,31 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+use super::openapi::{ErrorBody, Status};
 use crate::error::Result;
 use crate::service::AppState;
 
 /// The process is up and answering.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Status)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The database answers and the verification state is current; 503 otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready", body = ErrorBody),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
     state.ready().await?;
     Ok(Json(json!({ "status": "ready" })))
 }
 
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -7,7 +7,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use super::openapi::{ErrorBody, IntrospectResponse, MintRequest, RevokeResponse, TokenRequest};
 use super::{audit_event, authenticate, json::JsonObject};
 use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
@@ -16,14 +18,14 @@ use crate::error::{Error, Result};
 use crate::service::AppState;
 
 /// The documented response: `{"token", "user": {…}, "agent": {…}}`, nothing more.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MintResponse {
     token: String,
     user: UserBody,
     agent: AgentBody,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserBody {
     pub id: String,
@@ -43,7 +45,7 @@ impl UserBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AgentBody {
     pub id: String,
     pub name: String,
@@ -60,6 +62,19 @@ impl From<Agent> for AgentBody {
     }
 }
 
+/// Mint a chat token for one of your users and one of your agents.
+#[utoipa::path(post, path = "/rest/v1/auth/token", tag = "tokens", request_body = MintRequest,
+    responses(
+        (status = 200, description = "The token, the user (store `user.id`) and the agent", body = MintResponse),
+        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
+        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
+        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+        (status = 404, description = "No such agent in your company", body = ErrorBody),
+    ))]
 pub async fn mint_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
@@ -106,6 +121,18 @@ pub async fn mint_token(
     ))
 }
 
+/// Revoke one token of your company (its `jti`); the user's other tokens live.
+#[utoipa::path(post, path = "/rest/v1/auth/revoke", tag = "tokens", request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Revoked", body = RevokeResponse),
+        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
+        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
+        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+    ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
@@ -131,6 +158,18 @@ pub async fn revoke_token(
 
 /// RFC 7662's answer shape: `{"active":false}` for anything but an active token of the
 /// caller's company.
+/// RFC 7662 introspection of a token, for your backend.
+#[utoipa::path(post, path = "/rest/v1/auth/introspect", tag = "tokens", request_body = TokenRequest,
+    responses(
+        (status = 200, description = "`{\"active\":false}` unless a live token of your company", body = IntrospectResponse),
+        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
+        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
+        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+    ))]
 pub async fn introspect_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,

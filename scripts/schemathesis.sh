@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs schemathesis (from PyPI) against the server's own OpenAPI document: every operation,
+# all checks (no 5xx, documented statuses and content types, responses that match their
+# schemas, schema-valid data accepted, schema-invalid data refused), all phases.
+#   scripts/schemathesis.sh [--max-examples N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXAMPLES=50
+[ "${1:-}" = "--max-examples" ] && EXAMPLES="$2"
+
+if ! command -v schemathesis >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'schemathesis>=4,<5'
+fi
+
+cargo build --quiet --bin performchat
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+WORK=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Failed-authentication blocking is off: schemathesis sends thousands of made-up key pairs.
+"$TARGET_DIR/debug/performchat" --database-url "sqlite://$WORK/st.db" serve \
+    --listen "127.0.0.1:$PORT" --auth-failures-per-minute 0 >"$WORK/banner.txt" 2>"$WORK/server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done
+
+schemathesis --config-file tests/schemathesis/schemathesis.toml run \
+    "http://127.0.0.1:$PORT/rest/v1/openapi.json" --max-examples "$EXAMPLES" --seed 1
+kill -0 "$SERVER" || { echo "the server died under schemathesis:" >&2; cat "$WORK/server.log" >&2; exit 1; }

@@ -66,8 +66,11 @@ else
 fi
 
 PORT=$(free_port)
-# Logs stay on (one line per request, as in production), into a file.
-"$BIN" --database-url "$URL" --json serve --listen "127.0.0.1:$PORT" >"$WORK/banner.json" 2>"$WORK/server.log" &
+# Logs stay on (one line per request, as in production), into a file. The per-key mint limit
+# stays switched on (its cost is part of every mint) but set far above what one machine can
+# reach, since the whole load comes from one key.
+"$BIN" --database-url "$URL" --json serve --listen "127.0.0.1:$PORT" \
+    --mint-rate 100000000 --mint-burst 100000000 >"$WORK/banner.json" 2>"$WORK/server.log" &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done

@@ -565,17 +565,35 @@ async fn no_secret_or_token_reaches_the_logs() {
 #[tokio::test]
 async fn the_api_description_and_its_docs_page_are_served_from_the_binary() {
     let app = spawn_app().await;
-    let res = app.client.get(app.url("/rest/v1/openapi.json")).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/rest/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let doc: Value = res.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/rest/v1/auth/token"]["post"].is_object());
-    let page = app.client.get(app.url("/rest/v1/docs/")).send().await.unwrap();
+    let page = app
+        .client
+        .get(app.url("/rest/v1/docs/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.to_lowercase().contains("swagger"), "{html}");
     // The UI's own assets come with the binary, not from a CDN.
-    assert!(!html.contains("://unpkg.com") && !html.contains("://cdn."), "{html}");
-    let css = app.client.get(app.url("/rest/v1/docs/swagger-ui.css")).send().await.unwrap();
+    assert!(
+        !html.contains("://unpkg.com") && !html.contains("://cdn."),
+        "{html}"
+    );
+    let css = app
+        .client
+        .get(app.url("/rest/v1/docs/swagger-ui.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.status(), 200);
 }

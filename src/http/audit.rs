@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::openapi::{AuditPage, ErrorBody};
+use super::openapi::{AuditPage, KeyEndpointErrors};
 use crate::auth::expires_in::parse_ms;
 use crate::auth::{KeySecret, Scope};
 use crate::db::AuditQuery;
@@ -56,13 +56,7 @@ fn params(query: Option<&str>) -> Result<Params> {
     ),
     responses(
         (status = 200, description = "A page of events", body = AuditPage),
-        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
-        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
-        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+        KeyEndpointErrors,
     ))]
 pub async fn list_audit_events(
     State(state): State<AppState>,

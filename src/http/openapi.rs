@@ -68,6 +68,33 @@ impl Modify for Schemes {
     }
 }
 
+/// The refusals every key endpoint can answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum KeyEndpointErrors {
+    /// A field is missing or invalid; the message names it.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Unknown keyId or wrong keySecret.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Revoked key, inactive company, or a key without the scope.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Body over 16 KiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Not Content-Type: application/json.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// Rate limited; see Retry-After.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// The database cannot be reached; retry.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// `{"error":{"code":"…","message":"…"}}`
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {

@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::openapi::{ErrorBody, IntrospectResponse, MintRequest, RevokeResponse, TokenRequest};
+use super::openapi::{
+    ErrorBody, IntrospectResponse, KeyEndpointErrors, MintRequest, RevokeResponse, TokenRequest,
+};
 use super::{audit_event, authenticate, json::JsonObject};
 use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
@@ -66,13 +68,7 @@ impl From<Agent> for AgentBody {
 #[utoipa::path(post, path = "/rest/v1/auth/token", tag = "tokens", request_body = MintRequest,
     responses(
         (status = 200, description = "The token, the user (store `user.id`) and the agent", body = MintResponse),
-        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
-        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
-        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+        KeyEndpointErrors,
         (status = 404, description = "No such agent in your company", body = ErrorBody),
     ))]
 pub async fn mint_token(
@@ -125,13 +121,7 @@ pub async fn mint_token(
 #[utoipa::path(post, path = "/rest/v1/auth/revoke", tag = "tokens", request_body = TokenRequest,
     responses(
         (status = 200, description = "Revoked", body = RevokeResponse),
-        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
-        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
-        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+        KeyEndpointErrors,
     ))]
 pub async fn revoke_token(
     State(state): State<AppState>,
@@ -162,13 +152,7 @@ pub async fn revoke_token(
 #[utoipa::path(post, path = "/rest/v1/auth/introspect", tag = "tokens", request_body = TokenRequest,
     responses(
         (status = 200, description = "`{\"active\":false}` unless a live token of your company", body = IntrospectResponse),
-        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
-        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
-        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+        KeyEndpointErrors,
     ))]
 pub async fn introspect_token(
     State(state): State<AppState>,

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use serde_json::{Value, json};
 
-use super::openapi::{ErrorBody, InvalidateRequest, InvalidateResponse};
+use super::openapi::{ErrorBody, InvalidateRequest, InvalidateResponse, KeyEndpointErrors};
 use super::{audit_event, authenticate, json::JsonObject};
 use crate::auth::{ExternalUserId, Scope, optional_id};
 use crate::clock::rfc3339_ms;
@@ -18,13 +18,7 @@ use crate::service::AppState;
 #[utoipa::path(post, path = "/rest/v1/auth/invalidate", tag = "tokens", request_body = InvalidateRequest,
     responses(
         (status = 200, description = "Invalidated", body = InvalidateResponse),
-        (status = 400, description = "A field is missing or invalid; the message names it", body = ErrorBody),
-        (status = 401, description = "Unknown keyId or wrong keySecret", body = ErrorBody),
-        (status = 403, description = "Revoked key, inactive company, or a key without the scope", body = ErrorBody),
-        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
-        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 503, description = "The database cannot be reached; retry", body = ErrorBody),
+        KeyEndpointErrors,
         (status = 404, description = "Your company has no such user", body = ErrorBody),
     ))]
 pub async fn invalidate_user(

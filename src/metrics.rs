@@ -8,16 +8,64 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Labels are `'static` (routes are interned, see `route_label`), so counting a request
+/// allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// The routes the server has, as `'static` labels; anything else is "unmatched" (so that
+/// a scan of random paths cannot grow the metric families).
+pub fn route_label(matched: Option<&str>) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/rest/v1/auth/token",
+        "/rest/v1/auth/invalidate",
+        "/rest/v1/auth/revoke",
+        "/rest/v1/auth/introspect",
+        "/rest/v1/auth/me",
+        "/rest/v1/audit",
+        "/rest/v1/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ];
+    match matched {
+        Some(m) => {
+            ROUTES
+                .iter()
+                .find(|r| **r == m)
+                .copied()
+                .unwrap_or(if m.starts_with("/rest/v1/docs") {
+                    "/rest/v1/docs"
+                } else {
+                    "other"
+                })
+        }
+        None => "unmatched",
+    }
+}
+
+/// An HTTP method as a `'static` label.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

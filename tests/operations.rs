@@ -597,3 +597,31 @@ async fn the_api_description_and_its_docs_page_are_served_from_the_binary() {
         .unwrap();
     assert_eq!(css.status(), 200);
 }
+
+#[tokio::test]
+async fn audit_events_past_their_retention_are_purged() {
+    let app = spawn_app().await;
+    let now = app.clock.now_ms();
+    let event = |at: i64, kind: &str| performchat::db::AuditEvent {
+        at,
+        kind: kind.into(),
+        outcome: "ok".into(),
+        company_id: "company_xyz".into(),
+        ..Default::default()
+    };
+    let day = 86_400_000;
+    app.db
+        .insert_audit_events(&[
+            event(now - 100 * day, "token.minted"),
+            event(now - day, "user.invalidated"),
+        ])
+        .await
+        .unwrap();
+    // What the server's periodic clean-up does with the default 90-day retention.
+    let retention = app.state.settings.audit_retention.as_millis() as i64;
+    assert_eq!(retention, 90 * day);
+    assert_eq!(app.db.purge_audit_events(now - retention).await.unwrap(), 1);
+    let left = audit_events(&app, &app.tenant, 1).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["kind"], "user.invalidated");
+}

@@ -62,7 +62,14 @@ impl Db {
                         .push_bind(e.client_ip.as_deref())
                         .push_bind(e.detail.as_deref());
                 });
-                insert.build().execute(pool).await.map(|_| ())
+                // Not kept as a prepared statement: its text varies with the batch size, and
+                // a cache of many-thousand-parameter statements cost tens of megabytes.
+                insert
+                    .build()
+                    .persistent(false)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
             })?;
         }
         Ok(())

@@ -198,7 +198,12 @@ async fn insert_batch(write: &SqlitePool, batch: &[UserInsert]) -> Result<Vec<Us
         " ON CONFLICT (company_id, external_id) DO NOTHING \
          RETURNING id, company_id, external_id, token_version, invalidated_at",
     );
-    let inserted: Vec<User> = insert.build_query_as().fetch_all(&mut *tx).await?;
+    // Not kept as a prepared statement: its text varies with the batch size.
+    let inserted: Vec<User> = insert
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
     let mut by_new_id: std::collections::HashMap<String, User> =
         inserted.into_iter().map(|u| (u.id.clone(), u)).collect();
     let mut users = Vec::with_capacity(batch.len());

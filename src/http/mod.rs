@@ -27,7 +27,7 @@ use crate::auth::api_key::random_base62;
 use crate::auth::{KeySecret, Scope, required_str};
 use crate::db::AuditEvent;
 use crate::error::{Error, Result};
-use crate::metrics::{RequestLabels, RouteLabels};
+use crate::metrics::{RequestLabels, RouteLabels, method_label, route_label};
 use crate::service::{AppState, Caller};
 use json::JsonObject;
 
@@ -146,17 +146,16 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         "request"
     );
     let m = &state.metrics;
+    let route_label = route_label(Some(route).filter(|r| *r != "unmatched"));
     m.requests
         .get_or_create(&RequestLabels {
-            method: method.to_string(),
-            route: route.to_owned(),
+            method: method_label(&method),
+            route: route_label,
             status,
         })
         .inc();
     m.latency
-        .get_or_create(&RouteLabels {
-            route: route.to_owned(),
-        })
+        .get_or_create(&RouteLabels { route: route_label })
         .observe(elapsed.as_secs_f64());
     if status == 429 {
         m.rate_limited.inc();

@@ -91,8 +91,18 @@ async fn first_start_prints_a_working_key_pair_and_curl_command_once() {
         .next()
         .unwrap()
         .to_owned();
-    let logs: Vec<String> = server.logs.try_iter().collect();
-    assert!(!logs.is_empty());
+    // The request's log line is written by a background thread: wait for it.
+    let mut logs: Vec<String> = server
+        .logs
+        .recv_timeout(Duration::from_secs(5))
+        .into_iter()
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    logs.extend(server.logs.try_iter());
+    assert!(
+        logs.iter().any(|l| l.contains("/rest/v1/auth/token")),
+        "{logs:#?}"
+    );
     assert!(logs.iter().all(|l| !l.contains(&secret)));
     drop(server);
 

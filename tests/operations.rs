@@ -447,12 +447,15 @@ async fn sigterm_lets_in_flight_requests_finish_and_flushes_the_audit_trail() {
             .unwrap()
             .success()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    // New connections are no longer accepted...
-    assert!(
-        std::net::TcpStream::connect(&addr).is_err(),
-        "still accepting after SIGTERM"
-    );
+    // New connections are soon no longer accepted...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // ...but the one in flight completes.
     stream.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
@@ -539,8 +542,17 @@ async fn no_secret_or_token_reaches_the_logs() {
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let logs: Vec<String> = server.logs.try_iter().collect();
+    // Log lines are written by a background thread: wait for all six request lines.
+    let mut logs: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while logs.iter().filter(|l| l.contains("request")).count() < 6
+        && std::time::Instant::now() < deadline
+    {
+        if let Ok(line) = server.logs.recv_timeout(Duration::from_millis(100)) {
+            logs.push(line);
+        }
+    }
+    logs.extend(server.logs.try_iter());
     assert!(logs.len() >= 6, "{logs:#?}");
     let signing_secret = {
         let db = performchat::db::Db::connect(&db.url).await.unwrap();

@@ -16,7 +16,7 @@ const BATCH: usize = 3000;
 /// Events the queue holds; past that, requests wait for the writer rather than lose events.
 /// Small on purpose: it bounds memory (an event is a few hundred bytes), and a writer that
 /// cannot keep up should slow minting rather than grow the heap.
-const QUEUE: usize = 4 * 1024;
+const QUEUE: usize = 1024;
 
 #[derive(Clone)]
 pub struct AuditLog {

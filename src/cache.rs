@@ -23,7 +23,7 @@ use crate::db::Agent;
 
 /// At most this many users are remembered in each direction (about 250 bytes an entry with
 /// the cache's own bookkeeping), which keeps the whole server within its 64 MiB budget.
-const USERS: u64 = 20_000;
+const USERS: u64 = 12_000;
 /// Keys and agents are few; a table this size is only reached by abuse, and is then cleared.
 const SMALL_TABLE: usize = 10_000;
 

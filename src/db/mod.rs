@@ -111,9 +111,9 @@ impl Db {
                     // kill -9 nor a power cut loses an answered user.
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(5))
-                    // 1 MiB of page cache per connection (SQLite's default is 2): the hot
+                    // 512 KiB of page cache per connection (SQLite's default is 2 MiB): the hot
                     // rows are cached above the database anyway.
-                    .pragma("cache_size", "-1024")
+                    .pragma("cache_size", "-512")
                     .foreign_keys(true);
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)

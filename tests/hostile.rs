@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::spawn_app;
+use common::{forge, spawn_app};
 use serde_json::{Value, json};
 
 struct Case {
@@ -48,21 +48,6 @@ fn me_case(name: &'static str, authorization: String, code: &'static str) -> Cas
         status: 401,
         code: Some(code),
     }
-}
-
-fn forge(header: &str, claims: &Value, secret: &[u8]) -> String {
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-        jsonwebtoken::Algorithm::HS256,
-    )
-    .unwrap();
-    format!("{message}.{sig}")
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{assert_error, claims, spawn_app};
+use common::{assert_error, claims, forge, spawn_app};
 use performchat::db::AgentUpdate;
 use serde_json::{Value, json};
 
@@ -362,22 +362,6 @@ async fn a_configured_leeway_is_honoured() {
     assert_alive(&app, &token).await;
     app.advance_clock(Duration::from_secs(20)).await;
     assert_dead(&app, &token, "token_expired", "expired").await;
-}
-
-/// A token with the given header and claims, signed with `secret`.
-fn forge(header: &str, claims: &Value, secret: &[u8]) -> String {
-    let message = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-        jsonwebtoken::Algorithm::HS256,
-    )
-    .unwrap();
-    format!("{message}.{sig}")
 }
 
 #[tokio::test]

@@ -556,3 +556,22 @@ impl Drop for PrivatePostgres {
             .output();
     }
 }
+
+/// A JWT with exactly the given header text and claims, HS256-signed with `secret`: for
+/// forging tokens the server must refuse (or, with its own key, accept).
+pub fn forge(header: &str, claims: &Value, secret: &[u8]) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{sig}")
+}

@@ -31,7 +31,7 @@ fn verify(c: &mut Criterion) {
         let (state, _audit) = AppState::start(db, Settings::default(), clock, stop)
             .await
             .unwrap();
-        let caller = state.authenticate(&key_id, &secret, None).await.unwrap();
+        let caller = state.authenticate(&key_id, &secret, None).unwrap();
         // Some revocation state to look through, as a long-running server has.
         for i in 0..1000 {
             let user =

@@ -1,6 +1,7 @@
-//! Bounded read caches for the mint path, so that minting for a known user reads no
-//! database: API keys (id → company, secret hash), agents, each company's default agent, and
-//! users ((company, external id) ↔ user id).
+//! Read caches for the mint path, so that minting for a known user reads no database: every
+//! API key (the whole table: keys are few, and an unknown keyId must cost what a known one
+//! does, with no database read to time), and bounded caches of agents, each company's default
+//! agent, and users ((company, external id) ↔ user id).
 //!
 //! What may change is either kept out of these caches or evicted by the change feed:
 //! - a key's revocation and a company's or agent's activity are read from the revocation
@@ -24,7 +25,7 @@ use crate::db::Agent;
 /// At most this many users are remembered in each direction (about 250 bytes an entry with
 /// the cache's own bookkeeping), which keeps the whole server within its 64 MiB budget.
 const USERS: u64 = 12_000;
-/// Keys and agents are few; a table this size is only reached by abuse, and is then cleared.
+/// Agents are few; a table this size is only reached by abuse, and is then cleared.
 const SMALL_TABLE: usize = 10_000;
 
 #[derive(Clone, Debug)]
@@ -84,6 +85,24 @@ fn bounded_insert<V>(map: &mut HashMap<String, V>, key: String, value: V) {
     map.insert(key, value);
 }
 
+impl CachedKey {
+    pub fn from_row(row: &crate::db::ApiKey) -> Self {
+        CachedKey {
+            company_id: row.company_id.clone(),
+            secret_hash: row.secret_hash.clone(),
+            previous: row
+                .previous_secret_hash
+                .clone()
+                .zip(row.previous_expires_at),
+            policy: std::sync::Arc::new(crate::auth::KeyRules::from_stored(
+                &row.scopes,
+                row.allowed_agents.as_deref(),
+                row.max_expires_in,
+            )),
+        }
+    }
+}
+
 impl Caches {
     /// The generation a database read starts under; pass it to the `fill_…` call after.
     pub fn generation(&self) -> u64 {
@@ -98,11 +117,13 @@ impl Caches {
         read(&self.keys).get(key_id).cloned()
     }
 
-    pub fn fill_key(&self, key_id: &str, key: CachedKey, generation: u64) {
+    /// Puts a key's current state in place (None: the key no longer exists).
+    pub fn set_key(&self, key_id: &str, key: Option<CachedKey>) {
         let mut keys = write(&self.keys);
-        if self.current(generation) {
-            bounded_insert(&mut keys, key_id.to_owned(), key);
-        }
+        match key {
+            Some(key) => keys.insert(key_id.to_owned(), key),
+            None => keys.remove(key_id),
+        };
     }
 
     pub fn agent(&self, agent_id: &str) -> Option<Agent> {
@@ -141,13 +162,6 @@ impl Caches {
             .insert(user_key(company_id, external_id), user_id.to_owned());
         self.external_ids
             .insert(user_id.to_owned(), external_id.to_owned());
-    }
-
-    /// A key changed (revoked, or its secret rolled): forget it.
-    pub fn evict_key(&self, key_id: &str) {
-        let mut keys = write(&self.keys);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        keys.remove(key_id);
     }
 
     /// An agent changed (name, activity, or which agent is its company's default).
@@ -214,14 +228,23 @@ mod tests {
         let caches = Caches::default();
         let g = caches.generation();
         for i in 0..SMALL_TABLE + 5 {
-            let key = CachedKey {
-                company_id: "c".into(),
-                secret_hash: vec![],
-                previous: None,
-                policy: Default::default(),
-            };
-            caches.fill_key(&format!("k{i}"), key, g);
+            caches.fill_default_agent(&format!("c{i}"), None, g);
         }
-        assert!(read(&caches.keys).len() <= SMALL_TABLE);
+        assert!(read(&caches.default_agents).len() <= SMALL_TABLE);
+    }
+
+    #[test]
+    fn keys_are_set_and_removed() {
+        let caches = Caches::default();
+        let key = CachedKey {
+            company_id: "c".into(),
+            secret_hash: vec![1],
+            previous: None,
+            policy: Default::default(),
+        };
+        caches.set_key("k", Some(key));
+        assert_eq!(caches.key("k").unwrap().secret_hash, vec![1]);
+        caches.set_key("k", None);
+        assert!(caches.key("k").is_none());
     }
 }

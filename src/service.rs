@@ -11,7 +11,6 @@ use crate::auth::api_key::is_well_formed_key_id;
 use crate::auth::api_key::{NO_KEY_HASH, random_base62};
 use crate::auth::jwt::{self, Claims, TokenError};
 use crate::auth::{ExpiresIn, ExternalUserId, KeyRules, KeySecret, Scope};
-use crate::cache::CachedKey;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{Agent, Db, User, UserRef};
@@ -145,10 +144,10 @@ impl AppState {
         m.render()
     }
 
-    /// Checks a key pair. An unknown keyId and a wrong secret fail alike (same error, same
-    /// hashing work); only a correct pair learns that its key is revoked or its company
-    /// inactive. A known key costs no database read.
-    pub async fn authenticate(
+    /// Checks a key pair, in memory. An unknown keyId and a wrong secret fail alike (same
+    /// error, same hashing work, no database read for either); only a correct pair learns that
+    /// its key is revoked or its company inactive.
+    pub fn authenticate(
         &self,
         key_id: &str,
         secret: &KeySecret,
@@ -156,29 +155,28 @@ impl AppState {
     ) -> Result<Caller> {
         let now_ms = self.clock.now_ms();
         self.limits.check_ip(client, now_ms)?;
-        // A keyId or secret without our checksum is nobody's: refuse it without a database
-        // read, after the same hashing work as a real check.
+        // A keyId or secret without our checksum is nobody's: refuse it after the same
+        // hashing work as a real check.
         let well_formed = is_well_formed_key_id(key_id) && secret.is_well_formed();
+        // Every key is in memory (kept current by the change feed): known and unknown ids
+        // cost the same, and guessing costs no database read.
         let key = if well_formed {
-            self.find_key(key_id).await?
+            self.live.caches.key(key_id)
         } else {
             None
         };
         let (current, previous) = match &key {
-            Some((k, _)) => (&k.secret_hash[..], k.previous.as_ref()),
+            Some(k) => (&k.secret_hash[..], k.previous.as_ref()),
             None => (&NO_KEY_HASH[..], None),
         };
         // Both comparisons always run, so timing does not tell whether a key was rolled.
         let matches_current = secret.matches(current);
         let matches_previous =
             previous.is_some_and(|(hash, until)| secret.matches(hash) & (now_ms < *until));
-        let Some((key, fresh_refusal)) = key.filter(|_| matches_current | matches_previous) else {
+        let Some(key) = key.filter(|_| matches_current | matches_previous) else {
             self.metrics.auth_failures.inc();
             return Err(self.limits.failed(client, key_id, now_ms));
         };
-        if let Some(refusal) = fresh_refusal {
-            return Err(refusal);
-        }
         {
             let revocations = self.live.revocations();
             if revocations.is_key_revoked(key_id) {
@@ -193,43 +191,6 @@ impl AppState {
             company_id: key.company_id,
             rules: key.policy,
         })
-    }
-
-    /// A key from the cache, or from the database (then cached). The second value is a
-    /// refusal the database knows of and the revocation state may not have yet.
-    async fn find_key(&self, key_id: &str) -> Result<Option<(CachedKey, Option<Error>)>> {
-        let caches = &self.live.caches;
-        let cached = caches.key(key_id);
-        self.metrics.cache("keys", cached.is_some());
-        if let Some(key) = cached {
-            return Ok(Some((key, None)));
-        }
-        let generation = caches.generation();
-        let Some(row) = self.db.find_api_key(key_id).await? else {
-            return Ok(None);
-        };
-        let key = CachedKey {
-            company_id: row.company_id.clone(),
-            secret_hash: row.secret_hash.clone(),
-            previous: row
-                .previous_secret_hash
-                .clone()
-                .zip(row.previous_expires_at),
-            policy: Arc::new(KeyRules::from_stored(
-                &row.scopes,
-                row.allowed_agents.as_deref(),
-                row.max_expires_in,
-            )),
-        };
-        caches.fill_key(key_id, key.clone(), generation);
-        let refusal = if row.revoked_at.is_some() {
-            Some(Error::KeyRevoked)
-        } else if !row.company_active {
-            Some(Error::CompanyInactive)
-        } else {
-            None
-        };
-        Ok(Some((key, refusal)))
     }
 
     /// The company's agent with this id, from the cache or the database.

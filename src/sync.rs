@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{Keyring, SigningKey};
-use crate::cache::Caches;
+use crate::cache::{CachedKey, Caches};
 use crate::clock::Clock;
 use crate::db::{Change, ChangeKind, Db};
 use crate::error::{Error, Result};
@@ -80,8 +80,12 @@ pub async fn load(db: &Db, clock: &Clock) -> Result<Arc<Live>> {
             .map(|k| SigningKey::new(k.id.clone(), &k.secret)),
     )
     .ok_or_else(|| Error::Internal(anyhow::anyhow!("no signing key after creating one")))?;
+    let caches = Caches::default();
+    for key in &snapshot.api_keys {
+        caches.set_key(&key.id, Some(CachedKey::from_row(key)));
+    }
     Ok(Arc::new(Live {
-        caches: Caches::default(),
+        caches,
         revocations: RwLock::new(Revocations::from_snapshot(&snapshot)),
         keyring: RwLock::new(keyring),
         seq: AtomicI64::new(snapshot.seq),
@@ -180,9 +184,10 @@ async fn apply(db: &Db, live: &Live, change: &Change, clock: &Clock) -> Result<(
             live.revocations_mut().set_token_revoked(id, exp);
         }
         ChangeKind::Key => {
-            live.caches.evict_key(id);
             let key = db.find_api_key(id).await?;
-            let revoked = key.is_some_and(|k| k.revoked_at.is_some());
+            let revoked = key.as_ref().is_some_and(|k| k.revoked_at.is_some());
+            live.caches
+                .set_key(id, key.as_ref().map(CachedKey::from_row));
             live.revocations_mut().set_key_revoked(id, revoked);
         }
         ChangeKind::Agent => {

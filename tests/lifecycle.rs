@@ -249,6 +249,7 @@ async fn a_revoked_key_kills_every_token_it_minted() {
             )
             .await
             .unwrap();
+        app.synced().await;
         common::Tenant {
             key_id: second_id.clone(),
             key_secret: secret.expose().into(),

@@ -26,6 +26,7 @@ async fn key_with(app: &TestApp, policy: KeyPolicy) -> Tenant {
         )
         .await
         .unwrap();
+    app.synced().await;
     Tenant {
         key_id: id,
         key_secret: secret.expose().into(),

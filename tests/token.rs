@@ -147,6 +147,7 @@ async fn a_company_without_a_default_agent_must_name_one() {
         .insert_api_key(&bare_key, "company_bare", &secret.hash(), now)
         .await
         .unwrap();
+    app.synced().await;
     let res = app
         .post(
             "/rest/v1/auth/token",

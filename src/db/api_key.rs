@@ -95,20 +95,31 @@ impl Db {
             )));
         }
         run!(self, write, |pool| {
-            sqlx::query(
-                "INSERT INTO api_key (id, company_id, secret_hash, created_at, scopes, \
-                 allowed_agents, max_expires_in) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(id)
-            .bind(company_id)
-            .bind(secret_hash)
-            .bind(now_ms)
-            .bind(policy.scopes.as_str())
-            .bind(policy.allowed_agents.as_deref())
-            .bind(policy.max_expires_in)
-            .execute(pool)
+            async {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO api_key (id, company_id, secret_hash, created_at, scopes, \
+                     allowed_agents, max_expires_in) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(id)
+                .bind(company_id)
+                .bind(secret_hash)
+                .bind(now_ms)
+                .bind(policy.scopes.as_str())
+                .bind(policy.allowed_agents.as_deref())
+                .bind(policy.max_expires_in)
+                .execute(&mut *tx)
+                .await?;
+                // Servers hold every key in memory: tell them.
+                sqlx::query(super::change::RECORD_CHANGE)
+                    .bind(ChangeKind::Key.as_str())
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            }
             .await
-            .map(|_| ())
         })
         .map_err(|e| super::conflict_or(e, || format!("a key with id {id:?} already exists")))?;
         self.find_api_key(id)
@@ -121,6 +132,14 @@ impl Db {
             sqlx::query_as::<_, ApiKey>(key_select!("WHERE k.id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
+                .await
+        })?)
+    }
+
+    pub async fn list_all_api_keys(&self) -> Result<Vec<ApiKey>> {
+        Ok(run!(self, read, |pool| {
+            sqlx::query_as::<_, ApiKey>(key_select!("ORDER BY k.created_at, k.id"))
+                .fetch_all(pool)
                 .await
         })?)
     }

@@ -13,7 +13,7 @@ pub enum ChangeKind {
     User,
     /// One token was revoked (subject: jti).
     Token,
-    /// An API key was revoked (subject: key id).
+    /// An API key was created, rolled or revoked (subject: key id).
     Key,
     /// An agent was activated, deactivated or renamed (subject: agent id).
     Agent,
@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub inactive_agents: Vec<String>,
     pub inactive_companies: Vec<String>,
     pub signing_keys: Vec<StoredSigningKey>,
+    /// Every API key: authentication reads only memory.
+    pub api_keys: Vec<super::ApiKey>,
 }
 
 impl Db {
@@ -144,6 +146,7 @@ impl Db {
             inactive_agents,
             inactive_companies,
             signing_keys: self.list_signing_keys().await?,
+            api_keys: self.list_all_api_keys().await?,
         })
     }
 }

@@ -92,9 +92,7 @@ pub async fn list_audit_events(
             Some(state.clock.now_ms() - d.millis.min(1e15) as i64)
         }
     };
-    let caller = state
-        .authenticate(&key_id, &secret, Some(info.0.ip()))
-        .await?;
+    let caller = state.authenticate(&key_id, &secret, Some(info.0.ip()))?;
     caller.require(Scope::Manage)?;
     let events = state
         .db

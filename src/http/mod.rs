@@ -214,13 +214,11 @@ async fn authenticate(
 ) -> Result<Caller> {
     let key_id = required_str("keyId", body.get("keyId")).map_err(Error::InvalidRequest)?;
     let secret = required_str("keySecret", body.get("keySecret")).map_err(Error::InvalidRequest)?;
-    let caller = state
-        .authenticate(
-            key_id,
-            &KeySecret::from_request(secret.to_owned()),
-            Some(info.0.ip()),
-        )
-        .await?;
+    let caller = state.authenticate(
+        key_id,
+        &KeySecret::from_request(secret.to_owned()),
+        Some(info.0.ip()),
+    )?;
     caller.require(scope)?;
     Ok(caller)
 }

@@ -191,6 +191,8 @@ impl TestApp {
             .insert_api_key(&key_id, company, &secret.hash(), now)
             .await
             .unwrap();
+        // Servers learn of new keys through the change feed.
+        self.synced().await;
         Tenant {
             company: company.into(),
             agent: agent.into(),
@@ -283,6 +285,7 @@ impl TestApp {
     /// Waits (bounded) until the running server has applied every change in the log.
     pub async fn synced(&self) {
         let target = self.db.latest_change_seq().await.unwrap();
+        self.state.live.wake();
         for _ in 0..200 {
             if self.state.live.seq() >= target {
                 return;

@@ -242,7 +242,7 @@ impl AppState {
         caller.require(Scope::Mint)?;
         let max = caller.rules.max_expires_in(self.settings.max_expires_in);
         let expires_in = match expires_in {
-            None => ExpiresIn::DEFAULT.min(max),
+            None => ExpiresIn::default_within(max),
             Some(e) if e > max => {
                 return Err(Error::invalid(format!(
                     "expiresIn is above this API key's maximum of {} seconds",

@@ -46,7 +46,7 @@ proptest! {
     fn expires_in_never_panics_and_stays_in_range(s in "\\PC{0,120}", n in any::<f64>()) {
         let max = ExpiresIn::DEFAULT_MAX;
         for v in [Value::String(s.clone()), serde_json::json!(n)] {
-            if let Ok(e) = ExpiresIn::from_json(Some(&v), max) {
+            if let Ok(Some(e)) = ExpiresIn::from_json(Some(&v), max) {
                 prop_assert!(e >= ExpiresIn::MIN && e <= max);
             }
         }

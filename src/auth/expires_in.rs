@@ -24,10 +24,15 @@ impl ExpiresIn {
         self.0
     }
 
-    /// Reads the `expiresIn` field of a request: absent or null → the default; a JSON
-    /// number → seconds; a string → `ms`'s grammar, which must carry a unit. The result
-    /// must lie within `MIN..=max`.
-    pub fn from_json(value: Option<&Value>, max: ExpiresIn) -> Result<Self, String> {
+    /// The lifetime of a token whose request names none: 24 hours, or `max` if lower.
+    pub fn default_within(max: ExpiresIn) -> Self {
+        ExpiresIn::DEFAULT.min(max)
+    }
+
+    /// Reads the `expiresIn` field of a request: absent or null → None (the caller applies
+    /// [`ExpiresIn::default_within`]); a JSON number → seconds; a string → `ms`'s grammar,
+    /// which must carry a unit. The result must lie within `MIN..=max`.
+    pub fn from_json(value: Option<&Value>, max: ExpiresIn) -> Result<Option<Self>, String> {
         let range = || {
             format!(
                 "expiresIn must be between {} and {} (for example \"1h\" or \"7d\")",
@@ -36,7 +41,7 @@ impl ExpiresIn {
             )
         };
         let secs: f64 = match value {
-            None | Some(Value::Null) => return Ok(ExpiresIn::DEFAULT.min(max)),
+            None | Some(Value::Null) => return Ok(None),
             Some(Value::Number(n)) => n.as_f64().ok_or_else(range)?,
             Some(Value::String(s)) => match parse_ms(s) {
                 Some(Duration { millis, unit: true }) => millis / 1000.0,
@@ -68,7 +73,7 @@ impl ExpiresIn {
         if !secs.is_finite() || secs < ExpiresIn::MIN.0 as f64 || secs > max.0 as f64 {
             return Err(range());
         }
-        Ok(ExpiresIn(secs as u64))
+        Ok(Some(ExpiresIn(secs as u64)))
     }
 
     /// Parses an operator setting such as "30d" (same grammar; a unit is required).
@@ -173,7 +178,7 @@ mod tests {
     const MAX: ExpiresIn = ExpiresIn::DEFAULT_MAX;
 
     fn secs(v: Value) -> Result<u64, String> {
-        ExpiresIn::from_json(Some(&v), MAX).map(ExpiresIn::secs)
+        ExpiresIn::from_json(Some(&v), MAX).map(|e| e.expect("a value was given").secs())
     }
 
     #[test]
@@ -200,11 +205,9 @@ mod tests {
         assert_eq!(secs(json!("2 days")), Ok(172_800));
         assert_eq!(secs(json!(3600)), Ok(3600));
         assert_eq!(secs(json!(90.9)), Ok(90));
-        assert_eq!(ExpiresIn::from_json(None, MAX), Ok(ExpiresIn::DEFAULT));
-        assert_eq!(
-            ExpiresIn::from_json(Some(&Value::Null), MAX),
-            Ok(ExpiresIn::DEFAULT)
-        );
+        assert_eq!(ExpiresIn::from_json(None, MAX), Ok(None));
+        assert_eq!(ExpiresIn::from_json(Some(&Value::Null), MAX), Ok(None));
+        assert_eq!(ExpiresIn::default_within(MAX), ExpiresIn::DEFAULT);
     }
 
     #[test]
@@ -266,7 +269,7 @@ mod tests {
     #[test]
     fn the_default_never_exceeds_a_lower_maximum() {
         let max = ExpiresIn::from_secs(3600);
-        assert_eq!(ExpiresIn::from_json(None, max), Ok(max));
+        assert_eq!(ExpiresIn::default_within(max), max);
     }
 
     #[test]

@@ -30,21 +30,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             user,
             limit,
         } => {
-            let db = connect(&cli.database_url).await?;
+            let db = Db::connect(&cli.database_url).await?;
             admin::audit_read(&db, &company, since, user.as_deref(), limit, out).await
         }
-        Command::Company(c) => admin::company(&connect(&cli.database_url).await?, c, out).await,
-        Command::Agent(c) => admin::agent(&connect(&cli.database_url).await?, c, out).await,
-        Command::Key(c) => admin::key(&connect(&cli.database_url).await?, c, out).await,
+        Command::Company(c) => admin::company(&Db::connect(&cli.database_url).await?, c, out).await,
+        Command::Agent(c) => admin::agent(&Db::connect(&cli.database_url).await?, c, out).await,
+        Command::Key(c) => admin::key(&Db::connect(&cli.database_url).await?, c, out).await,
         Command::SigningKey(c) => {
-            admin::signing_key(&connect(&cli.database_url).await?, c, out).await
+            admin::signing_key(&Db::connect(&cli.database_url).await?, c, out).await
         }
-        Command::User(c) => admin::user(&connect(&cli.database_url).await?, c, out).await,
+        Command::User(c) => admin::user(&Db::connect(&cli.database_url).await?, c, out).await,
     }
-}
-
-async fn connect(url: &str) -> anyhow::Result<Db> {
-    Db::connect(url).await
 }
 
 /// Where command results go: stdout, as JSON with `--json`, else as text for people.

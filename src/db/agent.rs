@@ -96,17 +96,6 @@ impl Db {
         })?)
     }
 
-    /// The agent with this id in this company; another company's agent is not found.
-    pub async fn find_agent(&self, company_id: &str, id: &str) -> Result<Option<Agent>> {
-        Ok(run!(self, read, |pool| {
-            sqlx::query_as::<_, Agent>(agent_select!("WHERE a.company_id = $1 AND a.id = $2"))
-                .bind(company_id)
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-        })?)
-    }
-
     pub async fn find_default_agent(&self, company_id: &str) -> Result<Option<Agent>> {
         Ok(run!(self, read, |pool| {
             sqlx::query_as::<_, Agent>(agent_select!(

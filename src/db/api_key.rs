@@ -24,9 +24,6 @@ pub struct ApiKey {
     #[serde(skip)]
     pub previous_secret_hash: Option<Vec<u8>>,
     pub previous_expires_at: Option<i64>,
-    /// Whether the key's company is active (joined in, so one read authenticates).
-    #[serde(skip)]
-    pub company_active: bool,
 }
 
 /// What a new key may do (the default: everything, any agent, the server's maximum).
@@ -47,13 +44,13 @@ impl Default for KeyPolicy {
     }
 }
 
-/// The key columns plus its company's `active`.
+/// The key columns.
 macro_rules! key_select {
     ($rest:literal) => {
         concat!(
-            "SELECT k.id, k.company_id, k.secret_hash, k.created_at, k.revoked_at, k.scopes, \
-             k.allowed_agents, k.max_expires_in, k.previous_secret_hash, k.previous_expires_at, \
-             c.active AS company_active FROM api_key k JOIN company c ON c.id = k.company_id ",
+            "SELECT id, company_id, secret_hash, created_at, revoked_at, scopes, \
+             allowed_agents, max_expires_in, previous_secret_hash, previous_expires_at \
+             FROM api_key ",
             $rest
         )
     };
@@ -111,12 +108,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
                 // Servers hold every key in memory: tell them.
-                sqlx::query(super::change::RECORD_CHANGE)
-                    .bind(ChangeKind::Key.as_str())
-                    .bind(id)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
                 tx.commit().await
             }
             .await
@@ -129,7 +121,7 @@ impl Db {
 
     pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
         Ok(run!(self, read, |pool| {
-            sqlx::query_as::<_, ApiKey>(key_select!("WHERE k.id = $1"))
+            sqlx::query_as::<_, ApiKey>(key_select!("WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await
@@ -138,7 +130,7 @@ impl Db {
 
     pub async fn list_all_api_keys(&self) -> Result<Vec<ApiKey>> {
         Ok(run!(self, read, |pool| {
-            sqlx::query_as::<_, ApiKey>(key_select!("ORDER BY k.created_at, k.id"))
+            sqlx::query_as::<_, ApiKey>(key_select!("ORDER BY created_at, id"))
                 .fetch_all(pool)
                 .await
         })?)
@@ -147,7 +139,7 @@ impl Db {
     pub async fn list_api_keys(&self, company_id: &str) -> Result<Vec<ApiKey>> {
         Ok(run!(self, read, |pool| {
             sqlx::query_as::<_, ApiKey>(key_select!(
-                "WHERE k.company_id = $1 ORDER BY k.created_at, k.id"
+                "WHERE company_id = $1 ORDER BY created_at, id"
             ))
             .bind(company_id)
             .fetch_all(pool)

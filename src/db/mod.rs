@@ -179,13 +179,6 @@ impl Db {
         }
     }
 
-    pub fn backend(&self) -> Backend {
-        match self {
-            Db::Sqlite { .. } => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
-        }
-    }
-
     pub async fn close(&self) {
         match self {
             Db::Sqlite { read, write, .. } => {

@@ -80,18 +80,10 @@ pub async fn mint_token(
     let user_id =
         ExternalUserId::from_json("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
     let agent_id = optional_id("agentId", body.get("agentId")).map_err(Error::InvalidRequest)?;
-    let expires_value = body.get("expiresIn").filter(|v| !v.is_null());
-    let expires_in = ExpiresIn::from_json(expires_value, state.settings.max_expires_in)
+    let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
         .map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Mint).await?;
-    let result = state
-        .mint(
-            &caller,
-            &user_id,
-            agent_id,
-            expires_value.map(|_| expires_in),
-        )
-        .await;
+    let result = state.mint(&caller, &user_id, agent_id, expires_in).await;
     let mut event = audit_event(&state, "token.minted", &caller, &info, &result);
     event.agent_id = agent_id.map(str::to_owned);
     if let Ok(m) = &result {

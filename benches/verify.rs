@@ -1,13 +1,14 @@
-//! Token verification on the hot path (`AppState::verify`: signature, claims, in-memory
+//! Token verification on the hot path (`token::verify`: signature, claims, in-memory
 //! revocation state), against a real SQLite database that it must not touch.
 //! Run: `cargo bench --bench verify`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use performchat::auth::{ExpiresIn, ExternalUserId, KeySecret};
+use performchat::app::App;
+use performchat::auth::{ExpiresIn, ExternalUserId, KeySecret, Scope};
 use performchat::clock::Clock;
 use performchat::config::Settings;
 use performchat::db::Db;
-use performchat::service::AppState;
+use performchat::token::{self, Credentials};
 use serde_json::json;
 
 fn verify(c: &mut Criterion) {
@@ -27,24 +28,27 @@ fn verify(c: &mut Criterion) {
         db.insert_api_key(&key_id, "company_xyz", &secret.hash(), now)
             .await
             .unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (state, _audit) = AppState::start(db, Settings::default(), clock, stop)
-            .await
-            .unwrap();
-        let caller = state.authenticate(&key_id, &secret, None).unwrap();
+        let app = App::build(db, Settings::default(), clock).await.unwrap();
+        let state = app.state().clone();
+        // The background tasks run for as long as the runtime does.
+        std::mem::forget(app);
+        let creds = Credentials {
+            key_id: &key_id,
+            secret: &secret,
+            client: None,
+        };
+        let caller = token::authenticate(&state, creds, Scope::Mint).unwrap();
         // Some revocation state to look through, as a long-running server has.
         for i in 0..1000 {
             let user =
                 ExternalUserId::from_json("userId", Some(&json!(format!("old_{i}")))).unwrap();
-            let minted = state
-                .mint(&caller, &user, None, Some(ExpiresIn::DEFAULT))
+            let minted = token::mint(&state, &caller, &user, None, Some(ExpiresIn::DEFAULT))
                 .await
                 .unwrap();
-            state.revoke(&caller, &minted.token).await.unwrap();
+            token::revoke(&state, &caller, &minted.token).await.unwrap();
         }
         let user = ExternalUserId::from_json("userId", Some(&json!("user_123"))).unwrap();
-        let token = state
-            .mint(&caller, &user, None, Some(ExpiresIn::DEFAULT))
+        let token = token::mint(&state, &caller, &user, None, Some(ExpiresIn::DEFAULT))
             .await
             .unwrap()
             .token;
@@ -52,13 +56,13 @@ fn verify(c: &mut Criterion) {
     });
     // Runtime threads keep the change feed alive while the benchmark runs.
     let _guard = rt.enter();
-    assert!(state.verify(&token).is_ok());
+    assert!(token::verify(&state, &token).is_ok());
     c.bench_function("verify a valid token", |b| {
-        b.iter(|| state.verify(std::hint::black_box(&token)).unwrap())
+        b.iter(|| token::verify(&state, std::hint::black_box(&token)).unwrap())
     });
     let forged = format!("{}x", &token[..token.len() - 1]);
     c.bench_function("refuse a forged signature", |b| {
-        b.iter(|| state.verify(std::hint::black_box(&forged)).unwrap_err())
+        b.iter(|| token::verify(&state, std::hint::black_box(&forged)).unwrap_err())
     });
 }
 

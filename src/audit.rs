@@ -1,69 +1,78 @@
 //! The audit trail's writer. Request handlers queue events; one task writes them in batches
-//! (one transaction per batch), so recording costs the request path a channel send. On a
-//! clean shutdown the queue is drained before the database closes.
+//! (one transaction per batch), so recording costs the request path a channel send. A write
+//! that fails (the database restarting, a full disk) is retried until it succeeds: events are
+//! never dropped. The queue is bounded, so while the writer cannot write, requests that must
+//! be audited are refused (503) rather than answered unaudited.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::db::{AuditEvent, Db};
-use crate::metrics::Metrics;
+use crate::error::{Error, Result};
 
 /// Events written per transaction at most.
 const BATCH: usize = 3000;
-/// Events the queue holds; past that, requests wait for the writer rather than lose events.
-/// Small on purpose: it bounds memory (an event is a few hundred bytes), and a writer that
-/// cannot keep up should slow minting rather than grow the heap.
+/// Events the queue holds. Small on purpose: it bounds memory (an event is a few hundred
+/// bytes), and a writer that cannot keep up should slow requests rather than grow the heap.
 const QUEUE: usize = 1024;
+/// How long a request waits for room in a full queue before it is refused.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct AuditLog {
     queue: mpsc::Sender<AuditEvent>,
 }
 
-/// The writer task; `close` it after the server has stopped to flush what is queued.
+/// The writing end; [`AuditWriter::run`] ends once every [`AuditLog`] is dropped and the
+/// queue is written.
 pub struct AuditWriter {
-    task: JoinHandle<()>,
+    db: Db,
+    rx: mpsc::Receiver<AuditEvent>,
+    queued: Gauge,
 }
 
 impl AuditLog {
-    pub fn start(db: Db, metrics: Arc<Metrics>) -> (AuditLog, AuditWriter) {
-        let (queue, mut rx) = mpsc::channel::<AuditEvent>(QUEUE);
-        let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                metrics.audit_queued.set(rx.len() as i64);
-                // A failed write is retried (the database may be restarting); events are
-                // dropped only after a minute of failures, and that is logged.
-                let mut delay = Duration::from_millis(100);
-                let mut waited = Duration::ZERO;
-                while let Err(e) = db.insert_audit_events(&batch).await {
-                    if waited > Duration::from_secs(60) {
-                        tracing::error!(error = %e, lost = batch.len(), "audit events could not be written");
-                        break;
-                    }
-                    tracing::warn!(error = %e, "audit write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    waited += delay;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                batch.clear();
-            }
-        });
-        (AuditLog { queue }, AuditWriter { task })
+    pub fn new(db: Db, queued: Gauge) -> (AuditLog, AuditWriter) {
+        let (queue, rx) = mpsc::channel::<AuditEvent>(QUEUE);
+        (AuditLog { queue }, AuditWriter { db, rx, queued })
     }
 
-    pub async fn record(&self, event: AuditEvent) {
-        // Fails only once the writer has stopped, at the very end of a shutdown.
-        let _ = self.queue.send(event).await;
+    /// Queues an event. Refused (503) when the queue stays full, which only happens while
+    /// the database refuses writes.
+    pub async fn record(&self, event: AuditEvent) -> Result<()> {
+        match self.queue.send_timeout(event, QUEUE_WAIT).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Error::Unavailable),
+            // The writer has stopped: only at the very end of a shutdown.
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::Unavailable),
+        }
     }
 }
 
 impl AuditWriter {
-    /// Waits until every queued event is written. Every `AuditLog` must be dropped first.
-    pub async fn close(self) {
-        let _ = self.task.await;
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
+            self.queued.set(self.rx.len() as i64);
+            let mut delay = Duration::from_millis(100);
+            let mut failures = 0u32;
+            while let Err(e) = self.db.insert_audit_events(&batch).await {
+                if failures.is_multiple_of(60) {
+                    tracing::warn!(error = %e, waiting = batch.len(), "audit write failed; retrying");
+                }
+                failures += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            if failures > 0 {
+                tracing::info!(
+                    written = batch.len(),
+                    "audit events written after a failure"
+                );
+            }
+            batch.clear();
+        }
     }
 }

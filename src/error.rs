@@ -8,9 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::db::StoreError;
+
 /// Why the API key pair was refused. Unknown keyId and wrong secret share one message on purpose:
 /// nothing in the answer tells which part was wrong.
 pub const BAD_CREDENTIALS: &str = "keyId or keySecret is not valid";
+
+/// What a 503 tells clients to wait before retrying, in seconds.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,7 +68,8 @@ pub enum Error {
     TokenExpired,
     #[error("{0}")]
     TokenRevoked(&'static str),
-    /// The database cannot be reached, or the in-memory revocation state is too stale to trust.
+    /// The database cannot be reached or refuses writes (a full disk, a read-only database),
+    /// or the in-memory revocation state is too stale to trust. Retrying later succeeds.
     #[error("the service is temporarily unavailable: retry shortly")]
     Unavailable,
     /// A bug or an unexpected storage failure. The client gets an opaque body; the cause is
@@ -136,14 +142,17 @@ impl Error {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        if crate::db::is_unavailable(&e) {
-            // Logged here because the caller only sees a generic 503.
-            tracing::warn!(error = %e, "database unavailable");
-            Error::Unavailable
-        } else {
-            Error::Internal(e.into())
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(..) => Error::NotFound(e.to_string()),
+            StoreError::Conflict(..) => Error::Conflict(e.to_string()),
+            StoreError::Unavailable(cause) => {
+                // Logged here because the client only sees a generic 503.
+                tracing::warn!(error = %cause, "database unavailable");
+                Error::Unavailable
+            }
+            StoreError::Query(cause) => Error::Internal(anyhow::anyhow!("{cause}")),
         }
     }
 }
@@ -164,10 +173,15 @@ impl IntoResponse for Error {
                 .extensions_mut()
                 .insert(InternalCause(cause.into()));
         }
-        if let Error::RateLimited { retry_after_s, .. } = &self {
+        let retry_after_s = match &self {
+            Error::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            Error::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_S),
+            _ => None,
+        };
+        if let Some(s) = retry_after_s {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(*retry_after_s),
+                axum::http::HeaderValue::from(s),
             );
         }
         if let Error::CredentialsRequired(_) = &self {

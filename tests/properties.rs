@@ -4,14 +4,14 @@
 //! A longer run: `PROPTEST_CASES=100000 cargo test --release --test properties`.
 
 use performchat::auth::expires_in::parse_ms;
-use performchat::auth::jwt::{self, Claims, Keyring, SigningKey};
+use performchat::auth::jwt::{self, Claims, Keyring};
 use performchat::auth::{ExpiresIn, ExternalUserId};
 use performchat::http::parse_object;
 use proptest::prelude::*;
 use serde_json::Value;
 
 fn keyring() -> Keyring {
-    Keyring::new([SigningKey::new("sk1".into(), &[7u8; 32])]).unwrap()
+    Keyring::new([("sk1", &[7u8; 32][..], None)]).unwrap()
 }
 
 fn claims(sub: String, exp: i64) -> Claims {

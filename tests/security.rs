@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Tenant, TestApp, assert_error, claims, spawn_app, spawn_app_with};
+use common::{Tenant, TestApp, assert_error, claims, cli_json, forge, spawn_app, spawn_app_with};
 use performchat::auth::KeySecret;
 use performchat::auth::api_key::new_key_id;
 use performchat::config::Settings;
@@ -312,21 +312,92 @@ async fn a_rotated_signing_key_signs_new_tokens_while_old_ones_verify_until_reti
     assert_ne!(claims(&old)["skid"], "sig_test2");
     assert_eq!(app.me(&old).await.status(), 200);
     assert_eq!(app.me(&new).await.status(), 200);
+}
 
-    // Past retirement the old key is erased everywhere; its tokens no longer verify.
-    app.db
-        .purge_retired_signing_keys(retire_at + 1)
-        .await
-        .unwrap();
+/// Operators rotate because a signing secret leaked: from the retirement time on, a token
+/// forged with the old secret is refused whatever its `exp`, before the clean-up erases the
+/// secret and after; the clean-up itself runs in the server.
+#[tokio::test]
+async fn a_token_forged_with_a_retired_signing_key_is_refused_from_its_retirement_on() {
+    let app = spawn_app().await;
+    let keys = app.db.list_signing_keys().await.unwrap();
+    let leaked = keys[0].clone();
+    let mut forged_claims = claims(&app.token_for("victim").await);
+    forged_claims["exp"] = json!(app.clock.now_s() + 365 * 86_400);
+    forged_claims["jti"] = json!("forged-after-the-leak");
+    let forged = forge(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &forged_claims,
+        &leaked.secret,
+    );
+    assert_eq!(
+        app.me(&forged).await.status(),
+        200,
+        "the leaked key still verifies"
+    );
+
+    // The operator's command, through the real binary, while the server runs (off this
+    // test's single-threaded runtime, which is the server's).
+    let url = app.test_db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        cli_json(&url, &["signing-key", "rotate", "--retire-old-in", "1h"])
+    })
+    .await
+    .unwrap();
+    let new_id = out["signingKeyId"].as_str().unwrap().to_owned();
     app.synced().await;
-    assert_error(
-        app.me(&old).await,
+    assert_eq!(
+        app.me(&forged).await.status(),
+        200,
+        "verifies until retirement"
+    );
+
+    app.advance_clock(Duration::from_secs(3601)).await;
+    let refused = assert_error(
+        app.me(&forged).await,
         401,
-        "token_invalid",
-        "not signed by this server",
+        "token_revoked",
+        "signing key has been retired",
     )
     .await;
-    assert_eq!(app.me(&new).await.status(), 200);
+    assert_eq!(refused["error"]["code"], "token_revoked");
+    let fresh = app.token_for("victim").await;
+    assert_eq!(claims(&fresh)["skid"], new_id.as_str());
+    assert_eq!(
+        app.me(&fresh).await.status(),
+        200,
+        "a new token, signed by the new key, works"
+    );
+
+    // The periodic clean-up (every ten minutes of the server's clock) erases the secret.
+    app.advance_clock(Duration::from_secs(601)).await;
+    let mut erased = false;
+    for _ in 0..100 {
+        let keys = app.db.list_signing_keys().await.unwrap();
+        if keys.iter().any(|k| k.id == leaked.id && k.is_erased()) {
+            erased = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(erased, "the server erased the retired secret by itself");
+    app.synced().await;
+    assert_error(
+        app.me(&forged).await,
+        401,
+        "token_revoked",
+        "signing key has been retired",
+    )
+    .await;
+    assert_eq!(app.me(&fresh).await.status(), 200);
+    let listed = cli_json(&app.test_db.url, &["signing-key", "list"]);
+    let states: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["retired, secret erased", "signing"]);
 }
 
 #[tokio::test]

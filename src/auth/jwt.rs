@@ -48,6 +48,8 @@ pub struct Claims {
 pub enum TokenError {
     Invalid(&'static str),
     Expired,
+    /// Signed by a signing key that has been retired (see [`check_retirement`]).
+    Retired,
 }
 
 pub struct SigningKey {
@@ -66,22 +68,37 @@ impl SigningKey {
     }
 }
 
-/// The signing keys this server knows: the newest signs, every one verifies.
+/// A signing key as the ring holds it: until `retire_at` (unix ms) it verifies; from then on
+/// every token naming it is refused as revoked, whether or not its secret has been erased yet
+/// (`key` is None once it has: nothing is left to check a signature with).
+struct RingEntry {
+    key: Option<Arc<SigningKey>>,
+    retire_at: Option<i64>,
+}
+
+/// The signing keys this server knows: the newest signs, every one not yet retired verifies.
 #[derive(Clone)]
 pub struct Keyring {
     current: Arc<SigningKey>,
-    by_id: HashMap<String, Arc<SigningKey>>,
+    by_id: HashMap<String, Arc<RingEntry>>,
 }
 
 impl Keyring {
-    /// Keys oldest first; the last one signs. None if there is no key.
-    pub fn new(keys: impl IntoIterator<Item = SigningKey>) -> Option<Self> {
+    /// Keys oldest first, with their retirement time; the last one with a secret signs. An
+    /// erased key has an empty secret. None if no key has a secret.
+    pub fn new<'a>(
+        keys: impl IntoIterator<Item = (&'a str, &'a [u8], Option<i64>)>,
+    ) -> Option<Self> {
         let mut by_id = HashMap::new();
         let mut current = None;
-        for key in keys {
-            let key = Arc::new(key);
-            by_id.insert(key.id.clone(), key.clone());
-            current = Some(key);
+        for (id, secret, retire_at) in keys {
+            // An empty secret is an erased one: never an HMAC key (anyone could sign with it).
+            let key =
+                (!secret.is_empty()).then(|| Arc::new(SigningKey::new(id.to_owned(), secret)));
+            if let Some(k) = &key {
+                current = Some(k.clone());
+            }
+            by_id.insert(id.to_owned(), Arc::new(RingEntry { key, retire_at }));
         }
         Some(Keyring {
             current: current?,
@@ -93,21 +110,9 @@ impl Keyring {
         &self.current
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
-    }
-
-    /// Forgets a retired key (never the current one).
-    pub fn remove(&mut self, id: &str) {
-        if self.current.id != id {
-            self.by_id.remove(id);
-        }
-    }
-
-    pub fn add(&mut self, key: SigningKey) {
-        let key = Arc::new(key);
-        self.by_id.insert(key.id.clone(), key.clone());
-        self.current = key;
+    /// When the key is (or was) retired, if it is retiring at all.
+    pub fn retire_at(&self, id: &str) -> Option<i64> {
+        self.by_id.get(id).and_then(|e| e.retire_at)
     }
 }
 
@@ -145,9 +150,10 @@ pub fn decode(token: &str, keyring: &Keyring) -> Result<Claims, TokenError> {
     let bad_claims = TokenError::Invalid("the token's claims are malformed");
     let payload_json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad_claims)?;
     let claims: Claims = serde_json::from_slice(&payload_json).map_err(|_| bad_claims)?;
-    let key = keyring.by_id.get(&claims.skid).ok_or(TokenError::Invalid(
+    let entry = keyring.by_id.get(&claims.skid).ok_or(TokenError::Invalid(
         "the token was not signed by this server",
     ))?;
+    let key = entry.key.as_ref().ok_or(TokenError::Retired)?;
     let message_len = header.len() + 1 + payload.len();
     let valid = jsonwebtoken::crypto::verify(
         signature,
@@ -188,6 +194,16 @@ pub fn check_claims(
     Ok(())
 }
 
+/// A token signed by a key past its retirement is refused from that instant, on every
+/// instance alike (the time comes from the database, not from when a purge ran): operators
+/// rotate because a secret leaked, and a token forged with it may carry any `exp`.
+pub fn check_retirement(claims: &Claims, keyring: &Keyring, now_ms: i64) -> Result<(), TokenError> {
+    match keyring.retire_at(&claims.skid) {
+        Some(at) if now_ms >= at => Err(TokenError::Retired),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,7 +212,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn keyring() -> Keyring {
-        Keyring::new([SigningKey::new("sk1".into(), &[7u8; 32])]).unwrap()
+        Keyring::new([("sk1", &[7u8; 32][..], None)]).unwrap()
     }
 
     fn claims() -> Claims {
@@ -381,10 +397,46 @@ mod tests {
 
     #[test]
     fn every_key_of_the_ring_verifies_and_the_newest_signs() {
-        let mut ring = keyring();
-        let old = sign(&claims(), ring.current());
-        ring.add(SigningKey::new("sk2".into(), &[9u8; 32]));
+        let old = sign(&claims(), keyring().current());
+        let ring = Keyring::new([
+            ("sk1", &[7u8; 32][..], Some(NOW * 1000)),
+            ("sk2", &[9u8; 32][..], None),
+        ])
+        .unwrap();
         assert_eq!(ring.current().id, "sk2");
-        assert!(decode(&old, &ring).is_ok());
+        let claims = decode(&old, &ring).unwrap();
+        assert_eq!(check_retirement(&claims, &ring, NOW * 1000 - 1), Ok(()));
+    }
+
+    #[test]
+    fn a_retired_key_refuses_its_tokens_before_and_after_its_secret_is_erased() {
+        let old = sign(&claims(), keyring().current());
+        let retiring = Keyring::new([
+            ("sk1", &[7u8; 32][..], Some(NOW * 1000)),
+            ("sk2", &[9u8; 32][..], None),
+        ])
+        .unwrap();
+        let claims = decode(&old, &retiring).unwrap();
+        assert_eq!(
+            check_retirement(&claims, &retiring, NOW * 1000),
+            Err(TokenError::Retired)
+        );
+        let erased = Keyring::new([
+            ("sk1", &[][..], Some(NOW * 1000)),
+            ("sk2", &[9u8; 32][..], None),
+        ])
+        .unwrap();
+        assert_eq!(decode(&old, &erased), Err(TokenError::Retired));
+        // An erased secret is never an (empty) HMAC key.
+        assert_eq!(erased.current().id, "sk2");
+        let forged_with_empty_key = {
+            let mut c = claims.clone();
+            c.skid = "sk1".into();
+            sign(&c, &SigningKey::new("sk1".into(), &[]))
+        };
+        assert_eq!(
+            decode(&forged_with_empty_key, &erased),
+            Err(TokenError::Retired)
+        );
     }
 }

@@ -289,22 +289,39 @@ pub async fn signing_key(db: &Db, cmd: SigningKeyCommand, out: Output) -> anyhow
             );
         }
         SigningKeyCommand::List => {
-            let keys = db.list_signing_key_ids().await?;
+            let keys = db.list_signing_keys().await?;
+            // signing: the newest; verifying: until its retirement; retired: its tokens are
+            // refused (and once the clean-up has run, its secret is erased).
+            let state_of = |k: &crate::db::StoredSigningKey| match k.retire_at {
+                _ if k.is_erased() => "retired, secret erased",
+                None => "signing",
+                Some(at) if now < at => "verifying",
+                Some(_) => "retired",
+            };
             let list: Vec<_> = keys
                 .iter()
-                .map(|(id, created, retire)| {
-                    json!({"id": id, "createdAt": rfc3339_ms(*created), "retireAt": retire.map(rfc3339_ms)})
+                .map(|k| {
+                    json!({
+                        "id": k.id,
+                        "state": state_of(k),
+                        "createdAt": rfc3339_ms(k.created_at),
+                        "retireAt": k.retire_at.map(rfc3339_ms),
+                    })
                 })
                 .collect();
             out.print(&list, || {
                 keys.iter()
-                    .map(|(id, created, retire)| match retire {
-                        Some(r) => format!(
-                            "{id}\tcreated {}\tretires {}",
-                            rfc3339_ms(*created),
-                            rfc3339_ms(*r)
-                        ),
-                        None => format!("{id}\tcreated {}\tsigning", rfc3339_ms(*created)),
+                    .map(|k| {
+                        let mut line = format!(
+                            "{}\t{}\tcreated {}",
+                            k.id,
+                            state_of(k),
+                            rfc3339_ms(k.created_at)
+                        );
+                        if let Some(at) = k.retire_at {
+                            line.push_str(&format!("\tretires {}", rfc3339_ms(at)));
+                        }
+                        line
                     })
                     .collect::<Vec<_>>()
                     .join("\n")

@@ -1,18 +1,15 @@
 //! `performchat serve`: first-start bootstrap, then the HTTP server until SIGTERM/Ctrl-C.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::Output;
 use super::admin::create_key;
+use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db::StoreError;
 use crate::db::{Db, redact_url};
-use crate::error::Error;
-use crate::service::AppState;
 
 const BOOT_COMPANY: &str = "company_default";
 const BOOT_AGENT: &str = "agent_default";
@@ -26,34 +23,11 @@ pub async fn run(database_url: &str, settings: Settings, out: Output) -> anyhow:
     let clock = Clock::default();
     bootstrap(&db, &clock, addr, out).await?;
 
-    let stop = CancellationToken::new();
-    let grace = Duration::from_secs(settings.shutdown_timeout.into());
-    let (state, audit_writer) = AppState::start(db.clone(), settings, clock, stop.clone()).await?;
+    let app = App::build(db, settings, clock).await?;
     tracing::info!(database = %redact_url(database_url), "performchat listening on http://{addr}");
-
-    // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish (at most `grace`),
-    // then write the queued audit events and close the database.
-    let signalled = CancellationToken::new();
-    let on_signal = signalled.clone();
-    let server = crate::http::serve(listener, state, async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        on_signal.cancel();
-    });
-    tokio::select! {
-        result = server => result?,
-        _ = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight requests did not finish within {grace:?}; closing anyway");
-        }
-    }
-    if tokio::time::timeout(Duration::from_secs(10), audit_writer.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!("the audit trail could not be flushed in time");
-    }
-    stop.cancel();
-    db.close().await;
+    // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, then write the
+    // queued audit events and close the database.
+    app.run_until_stopped(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -76,7 +50,7 @@ async fn bootstrap(
         .await
     {
         Ok(_) => {}
-        Err(Error::Conflict(_)) => return Ok(()),
+        Err(StoreError::Conflict(..)) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
     let agent = db

@@ -2,7 +2,7 @@
 //! becomes its default, used when a token request names none.
 
 use super::{ChangeKind, Db};
-use crate::error::{Error, Result};
+use super::{Entity, Result, StoreError};
 
 #[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,8 +48,7 @@ impl Db {
         make_default: bool,
         now_ms: i64,
     ) -> Result<Agent> {
-        run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        transaction!(self, |tx| {
             let company = sqlx::query_scalar::<_, Option<String>>(
                 "UPDATE company SET default_agent_id = CASE \
                    WHEN $2 OR default_agent_id IS NULL THEN $3 ELSE default_agent_id END \
@@ -61,9 +60,7 @@ impl Db {
             .fetch_optional(&mut *tx)
             .await?;
             if company.is_none() {
-                return Err(Error::NotFound(format!(
-                    "no company with id {company_id:?}"
-                )));
+                return Err(StoreError::NotFound(Entity::Company, company_id.to_owned()));
             }
             sqlx::query(
                 "INSERT INTO agent (id, company_id, name, active, created_at) \
@@ -76,19 +73,16 @@ impl Db {
             .bind(now_ms)
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                super::conflict_or(e, || format!("an agent with id {id:?} already exists"))
-            })?;
+            .map_err(|e| StoreError::conflict_on(e, Entity::Agent, id))?;
             record_change!(&mut *tx, ChangeKind::Agent, id, now_ms);
-            tx.commit().await?;
-        });
+        })?;
         self.find_agent_by_id(id)
             .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("agent {id} vanished after insert")))
+            .ok_or_else(|| StoreError::NotFound(Entity::Agent, id.to_owned()))
     }
 
     pub async fn find_agent_by_id(&self, id: &str) -> Result<Option<Agent>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, Agent>(agent_select!("WHERE a.id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
@@ -97,7 +91,7 @@ impl Db {
     }
 
     pub async fn find_default_agent(&self, company_id: &str) -> Result<Option<Agent>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, Agent>(agent_select!(
                 "WHERE c.id = $1 AND a.id = c.default_agent_id"
             ))
@@ -108,7 +102,7 @@ impl Db {
     }
 
     pub async fn list_agents(&self, company_id: &str) -> Result<Vec<Agent>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, Agent>(agent_select!(
                 "WHERE a.company_id = $1 ORDER BY a.created_at, a.id"
             ))
@@ -124,8 +118,7 @@ impl Db {
         update: AgentUpdate<'_>,
         now_ms: i64,
     ) -> Result<Agent> {
-        let found = run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        let found = transaction!(self, |tx| {
             let company_id = sqlx::query_scalar::<_, String>(
                 "UPDATE agent SET name = COALESCE($2, name), active = COALESCE($3, active) \
                  WHERE id = $1 RETURNING company_id",
@@ -145,14 +138,12 @@ impl Db {
                 }
                 record_change!(&mut *tx, ChangeKind::Agent, id, now_ms);
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(company_id.is_some())
+            company_id.is_some()
         })?;
+        let not_found = || StoreError::NotFound(Entity::Agent, id.to_owned());
         if !found {
-            return Err(Error::NotFound(format!("no agent with id {id:?}")));
+            return Err(not_found());
         }
-        self.find_agent_by_id(id)
-            .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("agent {id} vanished after update")))
+        self.find_agent_by_id(id).await?.ok_or_else(not_found)
     }
 }

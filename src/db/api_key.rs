@@ -2,7 +2,7 @@
 //! never stored.
 
 use super::{ChangeKind, Db};
-use crate::error::{Error, Result};
+use super::{Entity, Result, StoreError};
 
 #[derive(Clone, sqlx::FromRow, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,40 +87,33 @@ impl Db {
         now_ms: i64,
     ) -> Result<ApiKey> {
         if self.find_company(company_id).await?.is_none() {
-            return Err(Error::NotFound(format!(
-                "no company with id {company_id:?}"
-            )));
+            return Err(StoreError::NotFound(Entity::Company, company_id.to_owned()));
         }
-        run!(self, write, |pool| {
-            async {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO api_key (id, company_id, secret_hash, created_at, scopes, \
+        transaction!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO api_key (id, company_id, secret_hash, created_at, scopes, \
                      allowed_agents, max_expires_in) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(id)
-                .bind(company_id)
-                .bind(secret_hash)
-                .bind(now_ms)
-                .bind(policy.scopes.as_str())
-                .bind(policy.allowed_agents.as_deref())
-                .bind(policy.max_expires_in)
-                .execute(&mut *tx)
-                .await?;
-                // Servers hold every key in memory: tell them.
-                record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
-                tx.commit().await
-            }
+            )
+            .bind(id)
+            .bind(company_id)
+            .bind(secret_hash)
+            .bind(now_ms)
+            .bind(policy.scopes.as_str())
+            .bind(policy.allowed_agents.as_deref())
+            .bind(policy.max_expires_in)
+            .execute(&mut *tx)
             .await
-        })
-        .map_err(|e| super::conflict_or(e, || format!("a key with id {id:?} already exists")))?;
+            .map_err(|e| StoreError::conflict_on(e, Entity::ApiKey, id))?;
+            // Servers hold every key in memory: tell them.
+            record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
+        })?;
         self.find_api_key(id)
             .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("key {id} vanished after insert")))
+            .ok_or_else(|| StoreError::NotFound(Entity::ApiKey, id.to_owned()))
     }
 
     pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, ApiKey>(key_select!("WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
@@ -129,7 +122,7 @@ impl Db {
     }
 
     pub async fn list_all_api_keys(&self) -> Result<Vec<ApiKey>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, ApiKey>(key_select!("ORDER BY created_at, id"))
                 .fetch_all(pool)
                 .await
@@ -137,7 +130,7 @@ impl Db {
     }
 
     pub async fn list_api_keys(&self, company_id: &str) -> Result<Vec<ApiKey>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, ApiKey>(key_select!(
                 "WHERE company_id = $1 ORDER BY created_at, id"
             ))
@@ -156,8 +149,7 @@ impl Db {
         previous_expires_at: i64,
         now_ms: i64,
     ) -> Result<ApiKey> {
-        let found = run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        let found = transaction!(self, |tx| {
             let found = sqlx::query_scalar::<_, String>(
                 "UPDATE api_key SET previous_secret_hash = secret_hash, previous_expires_at = $3, \
                  secret_hash = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id",
@@ -170,22 +162,16 @@ impl Db {
             if found.is_some() {
                 record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
             }
-            tx.commit().await?;
             found.is_some()
-        });
-        if !found {
-            return Err(Error::NotFound(format!("no active API key with id {id:?}")));
-        }
-        self.find_api_key(id)
-            .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("key {id} vanished after roll")))
+        })?;
+        self.reread_changed_key(id, found, Entity::ActiveApiKey)
+            .await
     }
 
     /// Revokes a key for good: it mints nothing more, and every token it minted stops
     /// verifying. Revoking a revoked key keeps its first revocation time.
     pub async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKey> {
-        let found = run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        let found = transaction!(self, |tx| {
             let found = sqlx::query_scalar::<_, String>(
                 "UPDATE api_key SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING id",
             )
@@ -196,14 +182,17 @@ impl Db {
             if found.is_some() {
                 record_change!(&mut *tx, ChangeKind::Key, id, now_ms);
             }
-            tx.commit().await?;
             found.is_some()
-        });
-        if !found {
-            return Err(Error::NotFound(format!("no API key with id {id:?}")));
+        })?;
+        self.reread_changed_key(id, found, Entity::ApiKey).await
+    }
+
+    /// The key as an update left it; `changed` false means no such key (`entity`) was there.
+    async fn reread_changed_key(&self, id: &str, changed: bool, entity: Entity) -> Result<ApiKey> {
+        let not_found = || StoreError::NotFound(entity, id.to_owned());
+        if !changed {
+            return Err(not_found());
         }
-        self.find_api_key(id)
-            .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("key {id} vanished after revoke")))
+        self.find_api_key(id).await?.ok_or_else(not_found)
     }
 }

@@ -1,7 +1,7 @@
 //! The audit trail's table.
 
 use super::Db;
-use crate::error::Result;
+use super::Result;
 
 #[derive(
     Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema,
@@ -45,7 +45,7 @@ impl Db {
         }
         // SQLite allows 32 766 bound values; 10 a row.
         for chunk in events.chunks(3000) {
-            run!(self, write, |pool| {
+            transaction!(self, |tx| {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_event \
                      (at, kind, outcome, company_id, key_id, user_id, agent_id, jti, client_ip, detail) ",
@@ -64,19 +64,14 @@ impl Db {
                 });
                 // Not kept as a prepared statement: its text varies with the batch size, and
                 // a cache of many-thousand-parameter statements cost tens of megabytes.
-                insert
-                    .build()
-                    .persistent(false)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
+                insert.build().persistent(false).execute(&mut *tx).await?;
             })?;
         }
         Ok(())
     }
 
     pub async fn list_audit_events(&self, q: &AuditQuery<'_>) -> Result<Vec<AuditEvent>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, AuditEvent>(
                 "SELECT id, at, kind, outcome, company_id, key_id, user_id, agent_id, jti, \
                  client_ip, detail FROM audit_event \
@@ -96,12 +91,12 @@ impl Db {
 
     /// Deletes events older than `before_ms`.
     pub async fn purge_audit_events(&self, before_ms: i64) -> Result<u64> {
-        Ok(run!(self, write, |pool| {
+        transaction!(self, |tx| {
             sqlx::query("DELETE FROM audit_event WHERE at < $1")
                 .bind(before_ms)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        })
     }
 }

@@ -3,8 +3,7 @@
 //! at start and then read the log forward by `seq`; a PostgreSQL NOTIFY (or, on SQLite, a
 //! cheap poll) only tells them when to look.
 
-use super::{Db, StoredSigningKey};
-use crate::error::Result;
+use super::{Db, Result, StoredSigningKey};
 
 /// What a change is about; its `subject` is the id of that thing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +77,7 @@ pub struct Snapshot {
 
 impl Db {
     pub async fn latest_change_seq(&self) -> Result<i64> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM change_log")
                 .fetch_one(pool)
                 .await
@@ -88,7 +87,7 @@ impl Db {
 
     /// Changes after `seq`, oldest first, at most `limit`.
     pub async fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
-        let rows = run!(self, read, |pool| {
+        let rows = run!(self, |pool| {
             sqlx::query_as::<_, (i64, String, String)>(
                 "SELECT seq, kind, subject FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
@@ -111,7 +110,7 @@ impl Db {
     pub async fn load_snapshot(&self, now_s: i64) -> Result<Snapshot> {
         let seq = self.latest_change_seq().await?;
         let (user_versions, revoked_tokens, revoked_keys, inactive_agents, inactive_companies) =
-            run!(self, read, |pool| {
+            run!(self, |pool| {
                 let users = sqlx::query_as::<_, (String, i64)>(
                     "SELECT id, token_version FROM app_user WHERE token_version > 0",
                 )

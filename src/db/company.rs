@@ -1,7 +1,7 @@
 //! Companies: the tenants. Every key, agent and user belongs to exactly one.
 
 use super::{ChangeKind, Db};
-use crate::error::{Error, Result};
+use super::{Entity, Result, StoreError};
 
 #[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -15,7 +15,7 @@ pub struct Company {
 
 impl Db {
     pub async fn insert_company(&self, id: &str, name: &str, now_ms: i64) -> Result<Company> {
-        run!(self, write, |pool| {
+        transaction!(self, |tx| {
             sqlx::query_as::<_, Company>(
                 "INSERT INTO company (id, name, active, created_at) VALUES ($1, $2, TRUE, $3) \
                  RETURNING id, name, active, default_agent_id, created_at",
@@ -23,14 +23,14 @@ impl Db {
             .bind(id)
             .bind(name)
             .bind(now_ms)
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await
+            .map_err(|e| StoreError::conflict_on(e, Entity::Company, id))?
         })
-        .map_err(|e| super::conflict_or(e, || format!("a company with id {id:?} already exists")))
     }
 
     pub async fn find_company(&self, id: &str) -> Result<Option<Company>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, Company>(
                 "SELECT id, name, active, default_agent_id, created_at FROM company WHERE id = $1",
             )
@@ -41,7 +41,7 @@ impl Db {
     }
 
     pub async fn list_companies(&self) -> Result<Vec<Company>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_as::<_, Company>(
                 "SELECT id, name, active, default_agent_id, created_at FROM company \
                  ORDER BY created_at, id",
@@ -52,7 +52,7 @@ impl Db {
     }
 
     pub async fn count_companies(&self) -> Result<i64> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM company")
                 .fetch_one(pool)
                 .await
@@ -62,8 +62,7 @@ impl Db {
     /// Activates or deactivates a company; every token of a deactivated company stops
     /// verifying, and none can be minted, until it is active again.
     pub async fn set_company_active(&self, id: &str, active: bool, now_ms: i64) -> Result<Company> {
-        let company = run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        let company = transaction!(self, |tx| {
             let company = sqlx::query_as::<_, Company>(
                 "UPDATE company SET active = $2 WHERE id = $1 \
                  RETURNING id, name, active, default_agent_id, created_at",
@@ -75,9 +74,8 @@ impl Db {
             if company.is_some() {
                 record_change!(&mut *tx, ChangeKind::Company, id, now_ms);
             }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(company)
+            company
         })?;
-        company.ok_or_else(|| Error::NotFound(format!("no company with id {id:?}")))
+        company.ok_or_else(|| StoreError::NotFound(Entity::Company, id.to_owned()))
     }
 }

@@ -4,21 +4,69 @@
 
 // The query macros come first: macro_rules are visible only to code after them.
 
-/// Runs one query body on whichever pool the [`Db`] holds: the body is compiled once per
-/// backend, so each SQL string is written once and type-checked for both.
-/// `run!(db, read|write, |pool| body)`.
+/// Runs one read on whichever pool the [`Db`] holds: the body is compiled once per backend,
+/// so each SQL string is written once and type-checked for both. `run!(db, |pool| body)`.
+/// Writes go through [`transaction!`].
 macro_rules! run {
-    ($db:expr, read, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite { read: $pool, .. } => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db.pools {
+            $crate::db::Pools::Sqlite { read: $pool, .. } => $body,
+            $crate::db::Pools::Postgres($pool) => $body,
         }
     };
-    ($db:expr, write, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite { write: $pool, .. } => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+}
+
+/// Runs a write transaction on whichever backend the [`Db`] holds and evaluates to
+/// `Result<T, StoreError>`: `transaction!(db, |tx| { …; value })`. Inside the body `?` ends
+/// the transaction with that error (rolled back); otherwise it commits. Every write of the
+/// service goes through here, so that one place handles a failed write (see [`on_conn!`]).
+macro_rules! transaction {
+    ($db:expr, |$tx:ident| $body:expr) => {{
+        let db: &$crate::db::Db = $db;
+        match &db.pools {
+            $crate::db::Pools::Sqlite { write, .. } => {
+                // BEGIN IMMEDIATE: a deferred transaction that upgrades to a write can fail
+                // with SQLITE_BUSY at once, ignoring busy_timeout.
+                on_conn!(write, &db.writes, "BEGIN IMMEDIATE", |$tx| $body)
+            }
+            $crate::db::Pools::Postgres(pool) => on_conn!(pool, &db.writes, "BEGIN", |$tx| $body),
         }
+    }};
+}
+
+/// One write transaction on a connection of `pool`. A connection whose transaction failed
+/// in the database (a full disk, a read-only database, a lost connection) is closed rather
+/// than returned to the pool: after a failed COMMIT, SQLite may already have rolled back
+/// on its own, and the driver's idea of the transaction depth is then wrong for good, so
+/// every later BEGIN on that connection would fail until a restart. The next write gets a
+/// fresh connection and succeeds as soon as the cause is gone. The outcome also feeds
+/// readiness ([`WriteHealth`]).
+macro_rules! on_conn {
+    ($pool:expr, $health:expr, $begin:literal, |$tx:ident| $body:expr) => {
+        async {
+            let mut conn = $pool.acquire().await.map_err($crate::db::StoreError::from);
+            let outcome = match &mut conn {
+                Err(e) => Err(e.clone()),
+                Ok(conn) => {
+                    async {
+                        let mut $tx = sqlx::Connection::begin_with(&mut **conn, $begin).await?;
+                        #[allow(unused_mut)]
+                        let value = $body;
+                        $tx.commit().await?;
+                        Ok::<_, $crate::db::StoreError>(value)
+                    }
+                    .await
+                }
+            };
+            if let (Ok(conn), Err(e)) = (&mut conn, &outcome) {
+                if e.is_database_failure() {
+                    conn.close_on_drop();
+                }
+            }
+            $health.record(&outcome);
+            outcome
+        }
+        .await
     };
 }
 
@@ -51,7 +99,11 @@ pub use company::Company;
 pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};
 
+mod error;
+pub use error::{Entity, Result, StoreError, WriteHealth};
+
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -63,8 +115,15 @@ use sqlx::sqlite::{
 /// How long a request waits for a database connection before it answers 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The database: its pools, and whether its last write succeeded.
 #[derive(Clone, Debug)]
-pub enum Db {
+pub struct Db {
+    pub(crate) pools: Pools,
+    pub(crate) writes: Arc<WriteHealth>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pools {
     /// SQLite has one writer at a time. Writes go through a one-connection pool so that
     /// this process never contends with itself; other processes (the CLI) wait on
     /// `busy_timeout`. Reads use a separate pool and never block on the writer (WAL).
@@ -101,7 +160,8 @@ impl Backend {
 impl Db {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
-        let db = match Backend::of_url(url)? {
+        let writes = Arc::new(WriteHealth::default());
+        let pools = match Backend::of_url(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .context("invalid SQLite database URL")?
@@ -131,8 +191,8 @@ impl Db {
                     .connect_with(options.read_only(true))
                     .await
                     .context("cannot open SQLite database for reading")?;
-                let user_inserts = user::spawn_group_commit(write.clone());
-                Db::Sqlite {
+                let user_inserts = user::spawn_group_commit(write.clone(), writes.clone());
+                Pools::Sqlite {
                     read,
                     write,
                     user_inserts,
@@ -152,15 +212,15 @@ impl Db {
                     .run(&pool)
                     .await
                     .context("cannot apply PostgreSQL migrations")?;
-                Db::Postgres(pool)
+                Pools::Postgres(pool)
             }
         };
-        Ok(db)
+        Ok(Db { pools, writes })
     }
 
     /// One round trip, for readiness.
-    pub async fn ping(&self) -> crate::error::Result<()> {
-        run!(self, read, |pool| {
+    pub async fn ping(&self) -> Result<()> {
+        run!(self, |pool| {
             sqlx::query_scalar::<_, i32>("SELECT 1")
                 .fetch_one(pool)
                 .await
@@ -168,24 +228,52 @@ impl Db {
         Ok(())
     }
 
+    /// The PostgreSQL pool, for LISTEN; None on SQLite.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.pools {
+            Pools::Postgres(pool) => Some(pool),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    /// Whether the last write failed because the database refused it (and none has
+    /// succeeded since). While it has, readiness probes with a write of its own.
+    pub fn writes_failing(&self) -> bool {
+        self.writes.failing()
+    }
+
+    /// Commits one small write, for readiness: it fails while the disk is full or the
+    /// database refuses writes, and its success clears [`Db::writes_failing`].
+    pub async fn probe_write(&self, now_ms: i64) -> Result<()> {
+        transaction!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO write_probe (id, at) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            )
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        })
+    }
+
     /// (pool name, open connections, idle connections), for metrics.
     pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
-        match self {
-            Db::Sqlite { read, write, .. } => vec![
+        match &self.pools {
+            Pools::Sqlite { read, write, .. } => vec![
                 ("sqlite_read", read.size(), read.num_idle()),
                 ("sqlite_write", write.size(), write.num_idle()),
             ],
-            Db::Postgres(pool) => vec![("postgres", pool.size(), pool.num_idle())],
+            Pools::Postgres(pool) => vec![("postgres", pool.size(), pool.num_idle())],
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite { read, write, .. } => {
+        match &self.pools {
+            Pools::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Pools::Postgres(pool) => pool.close().await,
         }
     }
 }
@@ -201,39 +289,6 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-/// True when an error means "the database cannot serve now" (answer 503 and retry), as
-/// opposed to a bug in a query.
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(d) => {
-            let code = d.code().unwrap_or_default();
-            // SQLite: SQLITE_BUSY (5) and its extended codes after busy_timeout ran out.
-            // PostgreSQL: class 08 (connection exception), 57P0x (server shutting down).
-            code == "5" || code == "517" || code.starts_with("08") || code.starts_with("57P")
-        }
-        _ => false,
-    }
-}
-
-/// A unique-constraint violation becomes a [`Error::Conflict`] with the given message;
-/// anything else maps as usual. (Constraint names are not reported by SQLite, so the caller
-/// says what was taken.)
-pub(crate) fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> crate::error::Error {
-    if e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
-    {
-        crate::error::Error::Conflict(message())
-    } else {
-        e.into()
     }
 }
 

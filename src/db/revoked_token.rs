@@ -1,7 +1,7 @@
 //! Single revoked tokens, by `jti`, kept until they would have expired anyway.
 
+use super::Result;
 use super::{ChangeKind, Db};
-use crate::error::Result;
 
 impl Db {
     /// Revokes one token. Revoking twice is not an error.
@@ -12,8 +12,7 @@ impl Db {
         exp: i64,
         now_ms: i64,
     ) -> Result<()> {
-        run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        transaction!(self, |tx| {
             let inserted = sqlx::query(
                 "INSERT INTO revoked_token (jti, company_id, exp, revoked_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (jti) DO NOTHING",
@@ -28,14 +27,12 @@ impl Db {
             if inserted > 0 {
                 record_change!(&mut *tx, ChangeKind::Token, jti, now_ms);
             }
-            tx.commit().await
-        })?;
-        Ok(())
+        })
     }
 
     /// The expiry of a revoked token, or None if it is not revoked.
     pub async fn find_revoked_token(&self, jti: &str) -> Result<Option<i64>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_scalar::<_, i64>("SELECT exp FROM revoked_token WHERE jti = $1")
                 .bind(jti)
                 .fetch_optional(pool)
@@ -45,12 +42,12 @@ impl Db {
 
     /// Forgets revocations of tokens that have expired: they can no longer verify anyway.
     pub async fn purge_expired_revocations(&self, now_s: i64) -> Result<u64> {
-        Ok(run!(self, write, |pool| {
+        transaction!(self, |tx| {
             sqlx::query("DELETE FROM revoked_token WHERE exp < $1")
                 .bind(now_s)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        })
     }
 }

@@ -1,11 +1,12 @@
 //! End users: one row per (company, the company's own user id). The internal id is made
 //! once and never changes, because companies store it to invalidate tokens later.
 
+use std::sync::Arc;
+
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ChangeKind, Db};
-use crate::error::{Error, Result};
+use super::{ChangeKind, Db, Pools, Result, StoreError, WriteHealth};
 
 /// Inserts the user unless (company, external id) exists, and evaluates to the row that
 /// holds (`Result<User, sqlx::Error>`). A macro, so that the one SQL runs on either backend's
@@ -64,7 +65,7 @@ pub enum UserRef<'a> {
 
 impl Db {
     pub async fn find_user(&self, company_id: &str, user: UserRef<'_>) -> Result<Option<User>> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             let query = match user {
                 UserRef::Id(id) => sqlx::query_as::<_, User>(
                     "SELECT id, company_id, external_id, token_version, invalidated_at \
@@ -101,22 +102,20 @@ impl Db {
             new_id: new_id.to_owned(),
             now_ms,
         };
-        match self {
+        match &self.pools {
             // SQLite commits one transaction at a time, each with an fsync: concurrent first
             // requests are batched into one transaction by the group-commit task, and each
             // caller still hears back only after the commit that holds its row.
-            Db::Sqlite { user_inserts, .. } => {
+            Pools::Sqlite { user_inserts, .. } => {
+                let closed = || StoreError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
                 let (reply, answer) = oneshot::channel();
                 user_inserts
                     .send((pending, reply))
                     .await
-                    .map_err(|_| Error::Unavailable)?;
-                answer.await.map_err(|_| Error::Unavailable)?
+                    .map_err(|_| closed())?;
+                answer.await.map_err(|_| closed())?
             }
-            Db::Postgres(pool) => {
-                let mut conn = pool.acquire().await?;
-                Ok(insert_user!(&mut *conn, &pending).await?)
-            }
+            Pools::Postgres(_) => transaction!(self, |tx| insert_user!(&mut *tx, &pending).await?),
         }
     }
 
@@ -128,8 +127,7 @@ impl Db {
         user: UserRef<'_>,
         now_ms: i64,
     ) -> Result<Option<User>> {
-        Ok(run!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
+        transaction!(self, |tx| {
             let query = match user {
                 UserRef::Id(id) => sqlx::query_as::<_, User>(
                     "UPDATE app_user SET token_version = token_version + 1, invalidated_at = $3 \
@@ -152,14 +150,13 @@ impl Db {
             if let Some(u) = &updated {
                 record_change!(&mut *tx, ChangeKind::User, &u.id, now_ms);
             }
-            tx.commit().await?;
             updated
-        }))
+        })
     }
 
     /// A user's current token version; 0 for a user never invalidated or not found.
     pub async fn find_user_token_version(&self, id: &str) -> Result<i64> {
-        Ok(run!(self, read, |pool| {
+        Ok(run!(self, |pool| {
             sqlx::query_scalar::<_, i64>("SELECT token_version FROM app_user WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
@@ -182,39 +179,43 @@ pub type UserInsert = (PendingUser, oneshot::Sender<Result<User>>);
 /// Inserts a batch in one transaction with one multi-row statement (each statement is a
 /// round trip to SQLite's worker thread, so one per user cost more than the insert), then
 /// reads the rows of users that already existed (or appeared twice in the batch).
-async fn insert_batch(write: &SqlitePool, batch: &[UserInsert]) -> Result<Vec<User>, sqlx::Error> {
-    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) ",
-    );
-    insert.push_values(batch, |mut row, (p, _)| {
-        row.push_bind(p.new_id.as_str())
-            .push_bind(p.company_id.as_str())
-            .push_bind(p.external_id.as_str())
-            .push_bind(0i64)
-            .push_bind(p.now_ms);
-    });
-    insert.push(
-        " ON CONFLICT (company_id, external_id) DO NOTHING \
+async fn insert_batch(
+    write: &SqlitePool,
+    health: &WriteHealth,
+    batch: &[UserInsert],
+) -> Result<Vec<User>> {
+    on_conn!(write, health, "BEGIN IMMEDIATE", |tx| {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) ",
+        );
+        insert.push_values(batch, |mut row, (p, _)| {
+            row.push_bind(p.new_id.as_str())
+                .push_bind(p.company_id.as_str())
+                .push_bind(p.external_id.as_str())
+                .push_bind(0i64)
+                .push_bind(p.now_ms);
+        });
+        insert.push(
+            " ON CONFLICT (company_id, external_id) DO NOTHING \
          RETURNING id, company_id, external_id, token_version, invalidated_at",
-    );
-    // Not kept as a prepared statement: its text varies with the batch size.
-    let inserted: Vec<User> = insert
-        .build_query_as()
-        .persistent(false)
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut by_new_id: std::collections::HashMap<String, User> =
-        inserted.into_iter().map(|u| (u.id.clone(), u)).collect();
-    let mut users = Vec::with_capacity(batch.len());
-    for (p, _) in batch {
-        match by_new_id.remove(&p.new_id) {
-            Some(user) => users.push(user),
-            None => users.push(insert_user!(&mut *tx, p).await?),
+        );
+        // Not kept as a prepared statement: its text varies with the batch size.
+        let inserted: Vec<User> = insert
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut by_new_id: std::collections::HashMap<String, User> =
+            inserted.into_iter().map(|u| (u.id.clone(), u)).collect();
+        let mut users = Vec::with_capacity(batch.len());
+        for (p, _) in batch {
+            match by_new_id.remove(&p.new_id) {
+                Some(user) => users.push(user),
+                None => users.push(insert_user!(&mut *tx, p).await?),
+            }
         }
-    }
-    tx.commit().await?;
-    Ok(users)
+        users
+    })
 }
 
 /// How many first-seen users one SQLite transaction takes at most.
@@ -222,29 +223,23 @@ const GROUP_COMMIT_MAX: usize = 256;
 
 /// SQLite's group-commit task: takes every insert waiting, runs them in one `BEGIN
 /// IMMEDIATE` transaction, commits once, then answers each. Ends when every `Db` is dropped.
-pub(super) fn spawn_group_commit(write: SqlitePool) -> mpsc::Sender<UserInsert> {
+pub(super) fn spawn_group_commit(
+    write: SqlitePool,
+    health: Arc<WriteHealth>,
+) -> mpsc::Sender<UserInsert> {
     let (tx, mut rx) = mpsc::channel::<UserInsert>(4 * GROUP_COMMIT_MAX);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
         while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-            let result = insert_batch(&write, &batch).await;
-            match result {
+            match insert_batch(&write, &health, &batch).await {
                 Ok(users) => {
                     for ((_, reply), user) in batch.drain(..).zip(users) {
                         let _ = reply.send(Ok(user));
                     }
                 }
                 Err(e) => {
-                    let unavailable = super::is_unavailable(&e);
-                    if !unavailable {
-                        tracing::error!(error = %e, "group commit of new users failed");
-                    }
                     for (_, reply) in batch.drain(..) {
-                        let _ = reply.send(Err(if unavailable {
-                            Error::Unavailable
-                        } else {
-                            Error::Internal(anyhow::anyhow!("storing a new user failed"))
-                        }));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }

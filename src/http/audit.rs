@@ -10,11 +10,12 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::openapi::{AuditPage, KeyEndpointErrors};
+use crate::app::AppState;
 use crate::auth::expires_in::parse_ms;
 use crate::auth::{KeySecret, Scope};
 use crate::db::AuditQuery;
 use crate::error::{Error, Result};
-use crate::service::AppState;
+use crate::token::{self, Credentials};
 
 #[derive(Default)]
 struct Params {
@@ -92,8 +93,15 @@ pub async fn list_audit_events(
             Some(state.clock.now_ms() - d.millis.min(1e15) as i64)
         }
     };
-    let caller = state.authenticate(&key_id, &secret, Some(info.0.ip()))?;
-    caller.require(Scope::Manage)?;
+    let caller = token::authenticate(
+        &state,
+        Credentials {
+            key_id: &key_id,
+            secret: &secret,
+            client: Some(info.0.ip()),
+        },
+        Scope::Manage,
+    )?;
     let events = state
         .db
         .list_audit_events(&AuditQuery {

@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 
 use super::openapi::{ErrorBody, MeResponse};
 use super::token::{AgentBody, UserBody};
+use crate::app::AppState;
 use crate::clock::rfc3339_s;
 use crate::error::{Error, Result};
-use crate::service::AppState;
+use crate::token;
 
 /// What the chat widget's bearer token says: its user, its agent, when it expires.
 #[utoipa::path(get, path = "/rest/v1/auth/me", tag = "tokens", security(("bearer" = [])),
@@ -20,11 +21,9 @@ use crate::service::AppState;
     ))]
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
     let token = bearer(&headers)?;
-    let claims = state.verify(token)?;
-    let external_id = state.external_id(&claims.company_id, &claims.sub).await?;
-    let agent = state
-        .find_agent(&claims.company_id, &claims.agent_id)
-        .await?;
+    let claims = token::verify(&state, token)?;
+    let external_id = token::external_id(&state, &claims.company_id, &claims.sub).await?;
+    let agent = token::find_agent(&state, &claims.company_id, &claims.agent_id).await?;
     let (Some(external_id), Some(agent)) = (external_id, agent) else {
         return Err(Error::TokenInvalid(
             "the token's user or agent no longer exists",

@@ -23,12 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::app::AppState;
 use crate::auth::api_key::random_base62;
 use crate::auth::{KeySecret, Scope, required_str};
 use crate::db::AuditEvent;
 use crate::error::{Error, Result};
 use crate::metrics::{RequestLabels, RouteLabels, method_label, route_label};
-use crate::service::{AppState, Caller};
+use crate::token::{Caller, Credentials};
 use json::JsonObject;
 
 pub fn router(state: AppState) -> Router {
@@ -214,13 +215,15 @@ async fn authenticate(
 ) -> Result<Caller> {
     let key_id = required_str("keyId", body.get("keyId")).map_err(Error::InvalidRequest)?;
     let secret = required_str("keySecret", body.get("keySecret")).map_err(Error::InvalidRequest)?;
-    let caller = state.authenticate(
-        key_id,
-        &KeySecret::from_request(secret.to_owned()),
-        Some(info.0.ip()),
-    )?;
-    caller.require(scope)?;
-    Ok(caller)
+    crate::token::authenticate(
+        state,
+        Credentials {
+            key_id,
+            secret: &KeySecret::from_request(secret.to_owned()),
+            client: Some(info.0.ip()),
+        },
+        scope,
+    )
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

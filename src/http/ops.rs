@@ -7,8 +7,8 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::openapi::{ErrorBody, Status};
+use crate::app::AppState;
 use crate::error::Result;
-use crate::service::AppState;
 
 /// The process is up and answering.
 #[utoipa::path(get, path = "/healthz", tag = "operations",

@@ -13,11 +13,12 @@ use super::openapi::{
     ErrorBody, IntrospectResponse, KeyEndpointErrors, MintRequest, RevokeResponse, TokenRequest,
 };
 use super::{audit_event, authenticate, json::JsonObject};
+use crate::app::AppState;
 use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
 use crate::db::{Agent, User};
 use crate::error::{Error, Result};
-use crate::service::AppState;
+use crate::token;
 
 /// The documented response: `{"token", "user": {…}, "agent": {…}}`, nothing more.
 #[derive(Serialize, ToSchema)]
@@ -83,7 +84,7 @@ pub async fn mint_token(
     let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
         .map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Mint).await?;
-    let result = state.mint(&caller, &user_id, agent_id, expires_in).await;
+    let result = token::mint(&state, &caller, &user_id, agent_id, expires_in).await;
     let mut event = audit_event(&state, "token.minted", &caller, &info, &result);
     event.agent_id = agent_id.map(str::to_owned);
     if let Ok(m) = &result {
@@ -91,7 +92,7 @@ pub async fn mint_token(
         event.agent_id = Some(m.agent.id.clone());
         event.jti = Some(m.jti.clone());
     }
-    state.audit.record(event).await;
+    state.audit.record(event).await?;
     let minted = result?;
     let agent_id = minted.agent.id.clone();
     let mut headers = HeaderMap::new();
@@ -122,14 +123,14 @@ pub async fn revoke_token(
 ) -> Result<Json<Value>> {
     let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
-    let result = state.revoke(&caller, token).await;
+    let result = token::revoke(&state, &caller, token).await;
     let mut event = audit_event(&state, "token.revoked", &caller, &info, &result);
     if let Ok(c) = &result {
         event.user_id = Some(c.sub.clone());
         event.agent_id = Some(c.agent_id.clone());
         event.jti = Some(c.jti.clone());
     }
-    state.audit.record(event).await;
+    state.audit.record(event).await?;
     let claims = result?;
     Ok(Json(json!({
         "revoked": true,
@@ -153,7 +154,7 @@ pub async fn introspect_token(
 ) -> Result<Json<Value>> {
     let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
-    Ok(Json(match state.introspect(&caller, token)? {
+    Ok(Json(match token::introspect(&state, &caller, token)? {
         None => json!({ "active": false }),
         Some(c) => json!({
             "active": true,

@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 
 use super::openapi::{ErrorBody, InvalidateRequest, InvalidateResponse, KeyEndpointErrors};
 use super::{audit_event, authenticate, json::JsonObject};
+use crate::app::AppState;
 use crate::auth::{ExternalUserId, Scope, optional_id};
 use crate::clock::rfc3339_ms;
 use crate::db::UserRef;
 use crate::error::{Error, Result};
-use crate::service::AppState;
+use crate::token;
 
 /// Invalidate every token a user holds now; tokens minted afterwards work.
 #[utoipa::path(post, path = "/rest/v1/auth/invalidate", tag = "tokens", request_body = InvalidateRequest,
@@ -48,14 +49,14 @@ pub async fn invalidate_user(
         }
     };
     let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
-    let result = state.invalidate(&caller, user_ref).await;
+    let result = token::invalidate(&state, &caller, user_ref).await;
     let mut event = audit_event(&state, "user.invalidated", &caller, &info, &result);
     event.user_id = match (&result, user_ref) {
         (Ok(u), _) => Some(u.id.clone()),
         (Err(_), UserRef::Id(id)) => Some(id.to_owned()),
         (Err(_), UserRef::External(_)) => None,
     };
-    state.audit.record(event).await;
+    state.audit.record(event).await?;
     let user = result?;
     Ok(Json(json!({
         "invalidated": true,

@@ -10,10 +10,10 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use performchat::app::{App, AppState};
 use performchat::clock::Clock;
 use performchat::config::Settings;
 use performchat::db::Db;
-use performchat::service::AppState;
 use reqwest::Response;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -136,19 +136,18 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("connect test database");
     let clock = Clock::default();
     let stop = CancellationToken::new();
-    let (state, _audit_writer) = AppState::start(db.clone(), settings, clock.clone(), stop.clone())
+    let app = App::build(db.clone(), settings, clock.clone())
         .await
         .expect("start app");
+    let state = app.state().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server_state = state.clone();
     let server_stop = stop.clone();
+    // The server's own shutdown path: cancelled when the test's `TestApp` is dropped.
     tokio::spawn(async move {
-        performchat::http::serve(listener, server_state, async move {
-            server_stop.cancelled().await
-        })
-        .await
-        .unwrap();
+        app.run_until_stopped(listener, async move { server_stop.cancelled().await })
+            .await
+            .unwrap();
     });
     let mut app = TestApp {
         base: format!("http://{addr}"),
@@ -272,9 +271,9 @@ impl TestApp {
     /// time (a feed last read "hours ago" would make verification fail closed).
     pub async fn advance_clock(&self, by: Duration) {
         self.clock.advance(by);
-        self.state.live.wake();
+        self.state.tokens.wake();
         for _ in 0..200 {
-            if self.state.live.staleness_ms(&self.clock) < 1000 {
+            if self.state.tokens.staleness_ms(&self.clock) < 1000 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -285,9 +284,9 @@ impl TestApp {
     /// Waits (bounded) until the running server has applied every change in the log.
     pub async fn synced(&self) {
         let target = self.db.latest_change_seq().await.unwrap();
-        self.state.live.wake();
+        self.state.tokens.wake();
         for _ in 0..200 {
-            if self.state.live.seq() >= target {
+            if self.state.tokens.seq() >= target {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

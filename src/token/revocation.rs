@@ -1,6 +1,6 @@
-//! What verification knows without asking the database: invalidated users' token versions,
-//! revoked jtis, revoked keys, inactive agents and companies, and the signing keys. Loaded
-//! from a [`Snapshot`] at start and kept current by the change feed (`sync`).
+//! The revocation rules over plain data: invalidated users' token versions, revoked jtis,
+//! revoked keys, inactive agents and companies. Loaded from a [`Snapshot`] at start; changed
+//! only through [`TokenState`](super::TokenState), which announces each change.
 
 use std::collections::{HashMap, HashSet};
 
@@ -52,6 +52,10 @@ impl Revocations {
     /// The user's current token version (0 if never invalidated).
     pub fn user_version(&self, user_id: &str) -> i64 {
         self.user_versions.get(user_id).copied().unwrap_or(0)
+    }
+
+    pub fn is_token_revoked(&self, jti: &str) -> bool {
+        self.revoked_tokens.contains_key(jti)
     }
 
     pub fn is_key_revoked(&self, key_id: &str) -> bool {

@@ -550,3 +550,105 @@ async fn verification_fails_closed_when_the_database_is_out_of_reach() {
     app.clock.advance(Duration::from_secs(6));
     assert_error(app.me(&token).await, 503, "unavailable", "unavailable").await;
 }
+
+/// Another subsystem (the chat's sockets) learns of every way a token dies by subscribing to
+/// the token state's events: changes made by other processes arrive through the change feed,
+/// this instance's own as it applies them.
+#[tokio::test]
+async fn every_way_a_token_dies_is_announced_to_subscribers() {
+    use performchat::token::TokenEvent;
+    let app = spawn_app().await;
+    let minted = app.mint_ok("u1").await;
+    let user_id = minted["user"]["id"].as_str().unwrap().to_owned();
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let mut events = app.state.tokens.subscribe();
+    // The operator's CLI, another process, off this test's runtime (the server's).
+    let url = app.test_db.url.clone();
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::cli(&url, &args)
+        })
+    };
+    let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let company = app.tenant.company.clone();
+
+    run(args(&format!(
+        "user invalidate --company {company} --user {user_id}"
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        TokenEvent::UserInvalidated {
+            user_id: user_id.clone(),
+            version: 1
+        }
+    );
+    // This instance's own change, announced before its answer.
+    let res = app
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": token})),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        events.try_recv().unwrap(),
+        TokenEvent::TokenRevoked {
+            jti: claims(&token)["jti"].as_str().unwrap().to_owned()
+        }
+    );
+    run(args(&format!(
+        "agent update {} --active false",
+        app.tenant.agent
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        TokenEvent::AgentActive {
+            agent_id: app.tenant.agent.clone(),
+            active: false
+        }
+    );
+    run(args(&format!("company update {company} --active false")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        TokenEvent::CompanyActive {
+            company_id: company.clone(),
+            active: false
+        }
+    );
+    run(args(&format!("key revoke {}", app.tenant.key_id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        TokenEvent::KeyRevoked {
+            key_id: app.tenant.key_id.clone()
+        }
+    );
+    run(args("signing-key rotate --retire-old-in 1h"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        TokenEvent::SigningKeysChanged
+    );
+    // Nothing announced twice when the feed re-reads this instance's own revocation.
+    app.synced().await;
+    assert!(events.try_recv().is_err());
+}
+
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<performchat::token::TokenEvent>,
+) -> performchat::token::TokenEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+}

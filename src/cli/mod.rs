@@ -7,9 +7,31 @@ mod serve;
 use serde::Serialize;
 
 use crate::config::{Cli, Command, LogFormat, Settings};
-use crate::db::{Db, redact_url};
+use crate::db::{Db, StoreError, redact_url};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    command(cli).await.map_err(|e| {
+        // Say plainly what an operator can do about a storage fault.
+        let unavailable = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(|s| matches!(s, StoreError::Unavailable(_)))
+                || cause
+                    .downcast_ref::<sqlx::Error>()
+                    .is_some_and(crate::db::is_unavailable)
+        });
+        if unavailable {
+            e.context(
+                "the database is unreachable or refuses writes (a full disk, a read-only \
+                 database): retry once that is fixed",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+async fn command(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
     match cli.command {
         Command::Serve(settings) => serve::run(&cli.database_url, settings, out).await,

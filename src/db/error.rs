@@ -78,7 +78,7 @@ impl StoreError {
 
 /// True when an error means "the database cannot serve now" (answer 503 and retry), as
 /// opposed to a bug in a query.
-fn is_unavailable(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -88,21 +88,22 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(d) => {
             let code = d.code().unwrap_or_default();
-            match code.parse::<u32>() {
-                // SQLite's primary result code is the low byte of its extended code: BUSY (5)
-                // after busy_timeout, READONLY (8), IOERR (10), CORRUPT (11) is not ours to
-                // retry, FULL (13), CANTOPEN (14).
-                Ok(n) => matches!(n & 0xff, 5 | 8 | 10 | 13 | 14),
+            if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
                 // PostgreSQL: 08 connection exception, 53 insufficient resources (53100 disk
-                // full), 57P0x shutting down, 58 system error (58030 I/O), 25006 read-only
-                // transaction (a standby, or default_transaction_read_only).
-                Err(_) => {
-                    code.starts_with("08")
-                        || code.starts_with("53")
-                        || code.starts_with("57P")
-                        || code.starts_with("58")
-                        || code == "25006"
-                }
+                // full), 57P0x shutting down or terminated, 58 system error (58030 I/O),
+                // 25006 read-only transaction (a standby, or default_transaction_read_only).
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code.starts_with("58")
+                    || code == "25006"
+            } else {
+                // SQLite's primary result code is the low byte of its extended code: BUSY (5)
+                // after busy_timeout, READONLY (8), IOERR (10), FULL (13), CANTOPEN (14).
+                code.parse::<u32>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 8 | 10 | 13 | 14))
             }
         }
         _ => false,

@@ -100,6 +100,7 @@ pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};
 
 mod error;
+pub(crate) use error::is_unavailable;
 pub use error::{Entity, Result, StoreError, WriteHealth};
 
 use std::str::FromStr;

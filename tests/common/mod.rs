@@ -63,6 +63,26 @@ impl TestDb {
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }
+
+    /// A fresh SQLite file in `dir` (which the caller keeps alive).
+    pub fn sqlite_in(dir: &std::path::Path) -> TestDb {
+        TestDb {
+            url: format!("sqlite://{}", dir.join("performchat.db").display()),
+            _dir: None,
+            postgres: None,
+        }
+    }
+
+    /// Runs one statement as the PostgreSQL superuser (outside the test's database), with
+    /// `{db}` replaced by the test database's name.
+    pub async fn postgres_admin(&self, statement: &str) {
+        let (admin_url, name) = self.postgres.as_ref().expect("a PostgreSQL test database");
+        let mut admin = connect_admin(admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(statement.replace("{db}", name)))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
 }
 
 async fn connect_admin(admin_url: &str) -> sqlx::PgConnection {
@@ -130,7 +150,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let test_db = TestDb::new().await;
+    spawn_app_on(TestDb::new().await, settings).await
+}
+
+/// The app on a database the test prepared.
+pub async fn spawn_app_on(test_db: TestDb, settings: Settings) -> TestApp {
     let db = Db::connect(&test_db.url)
         .await
         .expect("connect test database");

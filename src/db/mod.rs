@@ -34,29 +34,36 @@ macro_rules! transaction {
     }};
 }
 
-/// One write transaction on a connection of `pool`. A connection whose transaction failed
-/// in the database (a full disk, a read-only database, a lost connection) is closed rather
-/// than returned to the pool: after a failed COMMIT, SQLite may already have rolled back
+/// One write transaction on a connection of `pool` (without a BEGIN statement, the body
+/// runs on the connection itself, for a statement that is its own transaction). A
+/// connection whose write failed in the database (a full disk, a read-only database, a lost
+/// connection) is closed rather than returned to the pool: after a failed COMMIT, SQLite may already have rolled back
 /// on its own, and the driver's idea of the transaction depth is then wrong for good, so
 /// every later BEGIN on that connection would fail until a restart. The next write gets a
 /// fresh connection and succeeds as soon as the cause is gone. The outcome also feeds
 /// readiness ([`WriteHealth`]).
 macro_rules! on_conn {
+    ($pool:expr, $health:expr, |$conn:ident| $body:expr) => {
+        on_conn!(@run $pool, $health, |conn| {
+            let $conn = &mut **conn;
+            Ok::<_, $crate::db::StoreError>($body)
+        })
+    };
     ($pool:expr, $health:expr, $begin:literal, |$tx:ident| $body:expr) => {
+        on_conn!(@run $pool, $health, |conn| {
+            let mut $tx = sqlx::Connection::begin_with(&mut **conn, $begin).await?;
+            #[allow(unused_mut)]
+            let value = $body;
+            $tx.commit().await?;
+            Ok::<_, $crate::db::StoreError>(value)
+        })
+    };
+    (@run $pool:expr, $health:expr, |$c:ident| $work:expr) => {
         async {
             let mut conn = $pool.acquire().await.map_err($crate::db::StoreError::from);
             let outcome = match &mut conn {
                 Err(e) => Err(e.clone()),
-                Ok(conn) => {
-                    async {
-                        let mut $tx = sqlx::Connection::begin_with(&mut **conn, $begin).await?;
-                        #[allow(unused_mut)]
-                        let value = $body;
-                        $tx.commit().await?;
-                        Ok::<_, $crate::db::StoreError>(value)
-                    }
-                    .await
-                }
+                Ok($c) => async { $work }.await,
             };
             if let (Ok(conn), Err(e)) = (&mut conn, &outcome) {
                 if e.is_database_failure() {

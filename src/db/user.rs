@@ -115,7 +115,13 @@ impl Db {
                     .map_err(|_| closed())?;
                 answer.await.map_err(|_| closed())?
             }
-            Pools::Postgres(_) => transaction!(self, |tx| insert_user!(&mut *tx, &pending).await?),
+            // One statement (two after a lost race), each its own transaction.
+            Pools::Postgres(pool) => {
+                on_conn!(pool, &self.writes, |conn| insert_user!(
+                    &mut *conn, &pending
+                )
+                .await?)
+            }
         }
     }
 

@@ -134,15 +134,7 @@ async fn invalidation_by_external_id_works_too() {
 async fn another_companys_user_reads_as_unknown() {
     let app = spawn_app().await;
     let other = app.add_tenant("company_other", "agent_other").await;
-    let theirs: Value = app
-        .post(
-            "/rest/v1/auth/token",
-            &app.with_key(&other, json!({"userId": "user_123"})),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs = app.mint_as(&other, "user_123").await;
     let foreign = app
         .invalidate(&app.tenant, json!({"userId": theirs["user"]["id"]}))
         .await;
@@ -205,15 +197,7 @@ async fn revoking_one_token_spares_the_users_others() {
 async fn another_companys_token_cannot_be_revoked_and_reads_like_garbage() {
     let app = spawn_app().await;
     let other = app.add_tenant("company_other", "agent_other").await;
-    let theirs: Value = app
-        .post(
-            "/rest/v1/auth/token",
-            &app.with_key(&other, json!({"userId": "u"})),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs = app.mint_as(&other, "u").await;
     let token = theirs["token"].as_str().unwrap();
     let res = app
         .post(

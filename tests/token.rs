@@ -168,13 +168,7 @@ async fn user_id_is_stable_and_per_company() {
     assert_ne!(app.mint_ok("user_456").await["user"]["id"], id);
 
     let other = app.add_tenant("company_other", "agent_other").await;
-    let res = app
-        .post(
-            "/rest/v1/auth/token",
-            &app.with_key(&other, json!({"userId": "user_123"})),
-        )
-        .await;
-    let theirs: Value = res.json().await.unwrap();
+    let theirs = app.mint_as(&other, "user_123").await;
     assert_eq!(theirs["user"]["companyId"], "company_other");
     assert_ne!(theirs["user"]["id"], id);
 }

@@ -252,8 +252,14 @@ impl TestApp {
 
     /// Mints for `user_id` with the main tenant and returns the 200 body.
     pub async fn mint_ok(&self, user_id: &str) -> Value {
+        self.mint_as(&self.tenant, user_id).await
+    }
+
+    /// Mints for `user_id` with `tenant`'s key and returns the 200 body.
+    pub async fn mint_as(&self, tenant: &Tenant, user_id: &str) -> Value {
+        let body = json!({"userId": user_id, "expiresIn": "1h"});
         let res = self
-            .mint(json!({"userId": user_id, "expiresIn": "1h"}))
+            .post("/rest/v1/auth/token", &self.with_key(tenant, body))
             .await;
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()

@@ -326,9 +326,9 @@ pub enum KeyCommand {
     Create {
         #[arg(long)]
         company: String,
-        /// What the key may do: mint (the token endpoint), manage (invalidate, revoke,
-        /// introspect, audit), or both.
-        #[arg(long, default_value = "mint,manage", value_parser = crate::auth::KeyRules::parse_scopes)]
+        /// What the key may do, comma-separated: mint (the token endpoint), manage
+        /// (invalidate, revoke, introspect, audit), chat (the company side of the chat).
+        #[arg(long, default_value = "mint,manage,chat", value_parser = crate::auth::KeyRules::parse_scopes)]
         scopes: String,
         /// Comma-separated agent ids the key may mint for (default: any of its company's).
         #[arg(long)]

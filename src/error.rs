@@ -58,6 +58,8 @@ pub enum Error {
     /// An operator-side conflict (CLI): an id that is already taken.
     #[error("{0}")]
     Conflict(String),
+    #[error("the conversation is closed: open a new one")]
+    ConversationClosed,
     #[error("no route for this path")]
     NoRoute,
     #[error("this method is not allowed on this path")]
@@ -100,7 +102,7 @@ impl Error {
             | Error::AgentNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::AgentNotFound(_) | Error::NotFound(_) | Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::ConversationClosed => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -123,6 +125,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::ConversationClosed => "conversation_closed",
             Error::NoRoute => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TokenInvalid(_) => "token_invalid",

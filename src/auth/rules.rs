@@ -9,6 +9,8 @@ pub enum Scope {
     Mint,
     /// Invalidate, revoke, introspect, read the audit trail.
     Manage,
+    /// The company side of the chat: list conversations, read and reply, close.
+    Chat,
 }
 
 impl Scope {
@@ -16,6 +18,7 @@ impl Scope {
         match self {
             Scope::Mint => "mint",
             Scope::Manage => "manage",
+            Scope::Chat => "chat",
         }
     }
 }
@@ -24,6 +27,7 @@ impl Scope {
 pub struct KeyRules {
     pub mint: bool,
     pub manage: bool,
+    pub chat: bool,
     /// None: any agent of the key's company.
     pub allowed_agents: Option<Vec<String>>,
     /// None: the server's maximum.
@@ -35,6 +39,7 @@ impl Default for KeyRules {
         KeyRules {
             mint: true,
             manage: true,
+            chat: true,
             allowed_agents: None,
             max_expires_in: None,
         }
@@ -59,23 +64,29 @@ impl KeyRules {
         KeyRules {
             mint: scopes.iter().any(|s| s == "mint"),
             manage: scopes.iter().any(|s| s == "manage"),
+            chat: scopes.iter().any(|s| s == "chat"),
             allowed_agents: allowed_agents.map(list),
             max_expires_in: max_expires_in.map(|s| ExpiresIn::from_secs(s.max(0) as u64)),
         }
     }
 
-    /// Parses `--scopes` ("mint", "manage" or "mint,manage") into the stored form.
+    /// Parses `--scopes` (any of "mint", "manage", "chat", comma-separated) into the stored
+    /// form.
     pub fn parse_scopes(s: &str) -> Result<String, String> {
         let mut out = Vec::new();
         for scope in s.split(',').map(str::trim) {
             match scope {
-                "mint" | "manage" if !out.contains(&scope) => out.push(scope),
-                "mint" | "manage" => {}
-                other => return Err(format!("unknown scope {other:?}: use mint, manage or both")),
+                "mint" | "manage" | "chat" if !out.contains(&scope) => out.push(scope),
+                "mint" | "manage" | "chat" => {}
+                other => {
+                    return Err(format!(
+                        "unknown scope {other:?}: use mint, manage, chat, or several"
+                    ));
+                }
             }
         }
         if out.is_empty() {
-            return Err("give at least one scope: mint, manage".to_owned());
+            return Err("give at least one scope: mint, manage, chat".to_owned());
         }
         Ok(out.join(","))
     }
@@ -84,6 +95,7 @@ impl KeyRules {
         match scope {
             Scope::Mint => self.mint,
             Scope::Manage => self.manage,
+            Scope::Chat => self.chat,
         }
     }
 
@@ -118,7 +130,7 @@ mod tests {
             ExpiresIn::from_secs(60),
             "never above the server's"
         );
-        let all = KeyRules::from_stored("mint,manage", None, None);
+        let all = KeyRules::from_stored("mint,manage,chat", None, None);
         assert_eq!(all, KeyRules::default());
     }
 

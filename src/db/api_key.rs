@@ -37,7 +37,7 @@ pub struct KeyPolicy {
 impl Default for KeyPolicy {
     fn default() -> Self {
         KeyPolicy {
-            scopes: "mint,manage".to_owned(),
+            scopes: "mint,manage,chat".to_owned(),
             allowed_agents: None,
             max_expires_in: None,
         }

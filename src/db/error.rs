@@ -30,6 +30,8 @@ pub enum Entity {
     ActiveApiKey,
     User,
     SigningKey,
+    Conversation,
+    Message,
 }
 
 impl std::fmt::Display for Entity {
@@ -41,6 +43,8 @@ impl std::fmt::Display for Entity {
             Entity::ActiveApiKey => "active API key",
             Entity::User => "user",
             Entity::SigningKey => "signing key",
+            Entity::Conversation => "conversation",
+            Entity::Message => "message",
         })
     }
 }

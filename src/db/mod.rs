@@ -94,6 +94,8 @@ mod api_key;
 mod audit;
 pub(crate) mod change;
 mod company;
+mod conversation;
+mod message;
 mod revoked_token;
 mod signing_key;
 mod user;
@@ -103,6 +105,8 @@ pub use api_key::{ApiKey, KeyPolicy};
 pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
+pub use conversation::{Conversation, ConversationQuery, Side};
+pub use message::{Message, NewMessage, Window};
 pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};
 

@@ -1,0 +1,211 @@
+//! Conversations and messages: open, list, read history, send, mark read, close.
+
+use super::rules::{ClientMessageId, MessageText, SenderKind};
+use crate::app::AppState;
+use crate::auth::jwt::Claims;
+use crate::db::{
+    AuditEvent, Conversation, ConversationQuery, Entity, Message, NewMessage, Side, StoreError,
+    Window,
+};
+use crate::error::{Error, Result};
+use crate::token::Caller;
+
+/// The end user a chat token names: one user of one company, talking with one agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatUser {
+    pub company_id: String,
+    pub user_id: String,
+    pub agent_id: String,
+}
+
+impl From<&Claims> for ChatUser {
+    fn from(c: &Claims) -> Self {
+        ChatUser {
+            company_id: c.company_id.clone(),
+            user_id: c.sub.clone(),
+            agent_id: c.agent_id.clone(),
+        }
+    }
+}
+
+/// How many messages `open` returns.
+pub const OPEN_MESSAGES: i64 = 50;
+
+/// The one answer for a conversation the caller may not see and for an id nobody has, so
+/// that ids of other tenants cannot be probed.
+fn no_such_conversation() -> Error {
+    Error::NotFound("no such conversation".to_owned())
+}
+
+/// Opens the user's conversation with the token's agent, or resumes the open one; with its
+/// newest messages, oldest first.
+pub async fn open(state: &AppState, user: &ChatUser) -> Result<(Conversation, Vec<Message>)> {
+    let now = state.clock.now_ms();
+    // Closed between a conflict and its read: open again (once is enough in practice).
+    let mut attempt = 0;
+    let (conversation, created) = loop {
+        let new_id = format!("conv_{}", cuid2::create_id());
+        match state
+            .db
+            .open_conversation(&user.company_id, &user.agent_id, &user.user_id, &new_id, now)
+            .await
+        {
+            Err(StoreError::NotFound(Entity::Conversation, _)) if attempt < 3 => attempt += 1,
+            other => break other?,
+        }
+    };
+    if created {
+        state
+            .audit
+            .record(AuditEvent {
+                at: now,
+                kind: "conversation.opened".to_owned(),
+                outcome: "ok".to_owned(),
+                company_id: user.company_id.clone(),
+                user_id: Some(user.user_id.clone()),
+                agent_id: Some(user.agent_id.clone()),
+                detail: Some(conversation.id.clone()),
+                ..AuditEvent::default()
+            })
+            .await?;
+    }
+    let (messages, _) = state
+        .db
+        .list_messages(&conversation.id, Window::Latest, OPEN_MESSAGES)
+        .await?;
+    Ok((conversation, messages))
+}
+
+/// The user's conversations with the token's agent, newest first.
+pub async fn list_for_user(
+    state: &AppState,
+    user: &ChatUser,
+    before: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<Conversation>> {
+    Ok(state
+        .db
+        .list_user_conversations(&user.user_id, &user.agent_id, before, limit)
+        .await?)
+}
+
+/// A conversation of this user with the token's agent.
+pub async fn user_conversation(state: &AppState, user: &ChatUser, id: &str) -> Result<Conversation> {
+    state
+        .db
+        .find_conversation(id)
+        .await?
+        .filter(|c| {
+            c.company_id == user.company_id && c.user_id == user.user_id && c.agent_id == user.agent_id
+        })
+        .ok_or_else(no_such_conversation)
+}
+
+/// A conversation of the caller's company.
+pub async fn company_conversation(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Conversation> {
+    state
+        .db
+        .find_conversation(id)
+        .await?
+        .filter(|c| c.company_id == caller.company_id)
+        .ok_or_else(no_such_conversation)
+}
+
+/// A company's conversations by last change, oldest first.
+pub async fn list_for_company(
+    state: &AppState,
+    query: &ConversationQuery<'_>,
+) -> Result<Vec<Conversation>> {
+    Ok(state.db.list_company_conversations(query).await?)
+}
+
+/// At most `limit` messages of `window`, oldest first, and whether there are more.
+pub async fn history(
+    state: &AppState,
+    conversation: &Conversation,
+    window: Window,
+    limit: i64,
+) -> Result<(Vec<Message>, bool)> {
+    Ok(state.db.list_messages(&conversation.id, window, limit).await?)
+}
+
+/// A stored message, and whether it had been stored before (the same clientMessageId).
+pub struct Sent {
+    pub message: Message,
+    pub duplicate: bool,
+}
+
+/// Stores a message, committed before this returns. The same `client_message_id` again
+/// gives the stored message, never a second one.
+pub async fn send(
+    state: &AppState,
+    conversation: &Conversation,
+    sender: SenderKind,
+    sender_name: Option<&str>,
+    client_message_id: &ClientMessageId,
+    text: &MessageText,
+) -> Result<Sent> {
+    let id = format!("msg_{}", cuid2::create_id());
+    let new = NewMessage {
+        id: &id,
+        conversation_id: &conversation.id,
+        client_message_id: client_message_id.as_str(),
+        sender_kind: sender.as_str(),
+        sender_name,
+        text: text.as_str(),
+        status: "complete",
+        now_ms: state.clock.now_ms(),
+    };
+    match state.db.append_message(&new).await {
+        Ok((message, duplicate)) => Ok(Sent { message, duplicate }),
+        Err(StoreError::NotFound(Entity::Conversation, _)) => Err(Error::ConversationClosed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records how far `side` has read.
+pub async fn mark_read(
+    state: &AppState,
+    conversation: &Conversation,
+    side: Side,
+    seq: i64,
+) -> Result<()> {
+    if seq < 0 || seq > conversation.last_seq {
+        return Err(Error::invalid(format!(
+            "seq must be from 0 to the conversation's last seq ({})",
+            conversation.last_seq
+        )));
+    }
+    Ok(state.db.mark_read(&conversation.id, side, seq).await?)
+}
+
+/// Closes a conversation for good (the user's next `open` starts a new one).
+pub async fn close(state: &AppState, caller: &Caller, conversation: &Conversation) -> Result<Conversation> {
+    let now = state.clock.now_ms();
+    let closed = state
+        .db
+        .close_conversation(&conversation.id, now)
+        .await?
+        .ok_or_else(no_such_conversation)?;
+    if conversation.is_open() {
+        state
+            .audit
+            .record(AuditEvent {
+                at: now,
+                kind: "conversation.closed".to_owned(),
+                outcome: "ok".to_owned(),
+                company_id: closed.company_id.clone(),
+                key_id: Some(caller.key_id.clone()),
+                user_id: Some(closed.user_id.clone()),
+                agent_id: Some(closed.agent_id.clone()),
+                detail: Some(closed.id.clone()),
+                ..AuditEvent::default()
+            })
+            .await?;
+    }
+    Ok(closed)
+}

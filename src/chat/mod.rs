@@ -1,0 +1,12 @@
+//! The chat subsystem: conversations between a company's end user and one of its agents,
+//! and their messages. The user side is opened by a chat token (`token::verify`); the
+//! company side by its key pair with the `chat` scope. Operations are free of HTTP; `http/`
+//! handlers call them.
+
+mod conversation;
+pub mod rules;
+
+pub use conversation::{
+    ChatUser, Sent, close, company_conversation, history, list_for_company, list_for_user,
+    mark_read, open, send, user_conversation,
+};

@@ -1,0 +1,117 @@
+//! Pure rules of the chat: what a message's text and a sender's idempotency key may be.
+
+/// The longest message, in Unicode code points.
+pub const MAX_TEXT_CHARS: usize = 4000;
+/// The longest `clientMessageId`.
+pub const MAX_CLIENT_MESSAGE_ID: usize = 128;
+
+/// A message's text: 1–4000 code points, no NUL or control characters other than newline
+/// and tab (a carriage return is one too: clients send `\n`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn parse(field: &str, s: &str) -> Result<Self, String> {
+        let chars = s.chars().count();
+        if chars == 0 || s.trim().is_empty() {
+            return Err(format!("{field} must not be empty"));
+        }
+        if chars > MAX_TEXT_CHARS {
+            return Err(format!("{field} must be at most {MAX_TEXT_CHARS} characters"));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(format!(
+                "{field} must not contain control characters other than newline and tab"
+            ));
+        }
+        Ok(MessageText(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The sender's idempotency key: 1–128 letters, digits and `-_.:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_CLIENT_MESSAGE_ID
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        if ok {
+            Ok(ClientMessageId(s.to_owned()))
+        } else {
+            Err(format!(
+                "clientMessageId must be 1–{MAX_CLIENT_MESSAGE_ID} letters, digits, '-', '_', '.' or ':'"
+            ))
+        }
+    }
+
+    /// A server-made key, for replies sent without one.
+    pub fn generate() -> Self {
+        ClientMessageId(format!("srv:{}", cuid2::create_id()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who sent a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderKind {
+    User,
+    Agent,
+    Operator,
+    System,
+}
+
+impl SenderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderKind::User => "user",
+            SenderKind::Agent => "agent",
+            SenderKind::Operator => "operator",
+            SenderKind::System => "system",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_checked() {
+        assert!(MessageText::parse("text", "hello\nworld\t!").is_ok());
+        assert!(MessageText::parse("text", &"é".repeat(4000)).is_ok());
+        for (bad, says) in [
+            ("", "must not be empty"),
+            ("  \n", "must not be empty"),
+            ("a\u{0}b", "control characters"),
+            ("a\rb", "control characters"),
+            ("a\u{1b}[31m", "control characters"),
+        ] {
+            assert!(MessageText::parse("text", bad).unwrap_err().contains(says), "{bad:?}");
+        }
+        assert!(
+            MessageText::parse("text", &"a".repeat(4001))
+                .unwrap_err()
+                .contains("at most 4000")
+        );
+    }
+
+    #[test]
+    fn client_message_ids_are_checked() {
+        assert!(ClientMessageId::parse("m-1_a.b:c").is_ok());
+        assert!(ClientMessageId::parse(&"a".repeat(128)).is_ok());
+        for bad in ["", "a b", "é", "a/b", &"a".repeat(129)] {
+            assert!(ClientMessageId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ClientMessageId::parse(ClientMessageId::generate().as_str()).is_ok());
+    }
+}

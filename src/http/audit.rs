@@ -7,15 +7,25 @@ use axum::Json;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::openapi::{AuditPage, KeyEndpointErrors};
+use super::openapi::KeyEndpointErrors;
 use crate::app::AppState;
 use crate::auth::expires_in::parse_ms;
 use crate::auth::{KeySecret, Scope};
-use crate::db::AuditQuery;
+use crate::db::{AuditEvent, AuditQuery};
 use crate::error::{Error, Result};
 use crate::token::{self, Credentials};
+
+/// A page of a company's audit trail, newest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
 
 #[derive(Default)]
 struct Params {
@@ -64,7 +74,7 @@ pub async fn list_audit_events(
     info: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<AuditPage>> {
     let (key_id, secret) = basic_credentials(&headers)?;
     let params = params(query.as_deref())?;
     let limit = match params.limit.as_deref() {
@@ -112,10 +122,13 @@ pub async fn list_audit_events(
             limit,
         })
         .await?;
-    let next = (events.len() as i64 == limit)
+    let next_cursor = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.id.to_string()))
         .flatten();
-    Ok(Json(json!({ "events": events, "nextCursor": next })))
+    Ok(Json(AuditPage {
+        events,
+        next_cursor,
+    }))
 }
 
 /// `Authorization: Basic base64(keyId:keySecret)`.

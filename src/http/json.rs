@@ -2,14 +2,16 @@
 //! bad body gets the service's error shape and a message that never quotes the input:
 //! 415 unless the Content-Type is JSON (which also means no HTML form or `text/plain`
 //! "simple request" from a browser page reaches a key endpoint), 413 over the body limit,
-//! 400 for bytes that are not one JSON object with distinct keys.
+//! 400 for bytes that are not one JSON object with distinct keys. The object is then read
+//! into the endpoint's request type, whose fields take any JSON value (`Option<Value>`):
+//! reading them cannot fail, and the handler's checks name each field that is wrong.
 
 use std::fmt;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -17,16 +19,10 @@ use crate::error::Error;
 /// The body limit of every endpoint: documented requests are a few hundred bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
-/// A request body that is one JSON object.
-pub struct JsonObject(pub Map<String, Value>);
+/// A request body that is one JSON object, read into `T`.
+pub struct JsonBody<T>(pub T);
 
-impl JsonObject {
-    pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0.get(field)
-    }
-}
-
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
@@ -40,8 +36,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 Error::InvalidJson("the request body could not be read".to_owned())
             }
         })?;
-        parse_object(&bytes).map(JsonObject)
+        read_object(&bytes).map(JsonBody)
     }
+}
+
+/// One JSON object (see [`parse_object`]) read into `T`. With lenient fields this cannot
+/// fail; should a type be strict, its error is replaced by one that quotes nothing.
+fn read_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let object = Value::Object(parse_object(bytes)?);
+    T::deserialize(object)
+        .map_err(|_| Error::InvalidJson("request body has a field of the wrong type".to_owned()))
 }
 
 /// `application/json` or any `application/*+json`, with parameters such as charset.
@@ -148,6 +152,35 @@ mod tests {
         assert!(!err(r#"{"keySecret":"sk_secret" x}"#).contains("sk_secret"));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(err(&format!(r#"{{"a":{deep}}}"#)).starts_with("request body"));
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    struct Lenient {
+        key_id: Option<Value>,
+        user_id: Option<Value>,
+    }
+
+    #[test]
+    fn request_types_read_any_value_and_leave_the_checks_to_the_handler() {
+        let body: Lenient = read_object(br#"{"keyId":[1],"other":true}"#).unwrap();
+        assert_eq!(body.key_id, Some(serde_json::json!([1])));
+        assert_eq!(body.user_id, None);
+        let body: Lenient = read_object(br#"{"keyId":null,"userId":{"a":1}}"#).unwrap();
+        assert_eq!(
+            body.key_id, None,
+            "null reads as absent, as every check treats it"
+        );
+        assert!(body.user_id.is_some());
+        // The object checks still come first.
+        assert!(matches!(
+            read_object::<Lenient>(br#"{"keyId":1,"keyId":2}"#),
+            Err(Error::InvalidJson(m)) if m.contains("must not repeat a key")
+        ));
+        assert!(matches!(
+            read_object::<Lenient>(b"[]"),
+            Err(Error::InvalidJson(m)) if m.contains("must be a JSON object")
+        ));
     }
 
     #[test]

@@ -3,14 +3,24 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::openapi::{ErrorBody, MeResponse};
+use super::openapi::ErrorBody;
 use super::token::{AgentBody, UserBody};
 use crate::app::AppState;
 use crate::clock::rfc3339_s;
 use crate::error::{Error, Result};
 use crate::token;
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeResponse {
+    pub user: UserBody,
+    pub agent: AgentBody,
+    /// RFC 3339.
+    pub expires_at: String,
+}
 
 /// What the chat widget's bearer token says: its user, its agent, when it expires.
 #[utoipa::path(get, path = "/rest/v1/auth/me", tag = "tokens", security(("bearer" = [])),
@@ -19,7 +29,7 @@ use crate::token;
         (status = 401, description = "`token_expired` (mint a new one), `token_revoked` or `token_invalid` (stop)", body = ErrorBody),
         (status = 503, description = "Verification state is stale (database unreachable); retry", body = ErrorBody),
     ))]
-pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
+pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<MeResponse>> {
     let token = bearer(&headers)?;
     let claims = token::verify(&state, token)?;
     let external_id = token::external_id(&state, &claims.company_id, &claims.sub).await?;
@@ -29,16 +39,16 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
             "the token's user or agent no longer exists",
         ));
     };
-    Ok(Json(json!({
-        "user": UserBody {
+    Ok(Json(MeResponse {
+        user: UserBody {
             id: claims.sub,
             external_id,
             company_id: claims.company_id,
             agent_id: agent.id.clone(),
         },
-        "agent": AgentBody::from(agent),
-        "expiresAt": rfc3339_s(claims.exp),
-    })))
+        agent: AgentBody::from(agent),
+        expires_at: rfc3339_s(claims.exp),
+    }))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

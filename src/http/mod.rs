@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
@@ -30,7 +31,6 @@ use crate::db::AuditEvent;
 use crate::error::{Error, Result};
 use crate::metrics::{RequestLabels, RouteLabels, method_label, route_label};
 use crate::token::{Caller, Credentials};
-use json::JsonObject;
 
 pub fn router(state: AppState) -> Router {
     // Endpoints that take the key pair: no CORS headers at all, so no browser page can
@@ -205,16 +205,23 @@ async fn security_headers(mut res: Response) -> Response {
     res
 }
 
+/// The request body of a key endpoint: it carries the key pair.
+trait KeyPairRequest {
+    /// `keyId` and `keySecret`, as sent.
+    fn key_pair(&self) -> (Option<&Value>, Option<&Value>);
+}
+
 /// Reads `keyId` and `keySecret` from a key endpoint's body, authenticates them and checks
 /// the key has `scope`.
 async fn authenticate(
     state: &AppState,
-    body: &JsonObject,
+    body: &impl KeyPairRequest,
     info: &ConnectInfo<SocketAddr>,
     scope: Scope,
 ) -> Result<Caller> {
-    let key_id = required_str("keyId", body.get("keyId")).map_err(Error::InvalidRequest)?;
-    let secret = required_str("keySecret", body.get("keySecret")).map_err(Error::InvalidRequest)?;
+    let (key_id, key_secret) = body.key_pair();
+    let key_id = required_str("keyId", key_id).map_err(Error::InvalidRequest)?;
+    let secret = required_str("keySecret", key_secret).map_err(Error::InvalidRequest)?;
     crate::token::authenticate(
         state,
         Credentials {

@@ -1,15 +1,17 @@
 //! The OpenAPI 3.1 description of the API, generated from the handlers' annotations and the
-//! types below (utoipa), served at `/rest/v1/openapi.json`; Swagger UI, whose assets are
-//! compiled into the binary, at `/rest/v1/docs`.
+//! request and response types beside each handler (utoipa), served at `/rest/v1/openapi.json`;
+//! Swagger UI, whose assets are compiled into the binary, at `/rest/v1/docs`.
 //!
-//! The request types here exist for the document: handlers read bodies field by field (see
-//! `json.rs`) so that every bad field gets its own message.
+//! The types that document a body are the ones that parse or answer it: a request type's
+//! fields take any JSON value (so that the handler's checks name each bad field), and each
+//! field's `#[schema(...)]` says what it must be. The schemas of values with more than one
+//! shape are the functions below.
 
 use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
 use utoipa::{Modify, OpenApi, ToSchema};
-
-use super::token::{AgentBody, MintResponse, UserBody};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,11 +31,7 @@ use super::token::{AgentBody, MintResponse, UserBody};
         super::ops::readyz,
         super::ops::metrics,
     ),
-    components(schemas(
-        MintRequest, MintResponse, UserBody, AgentBody, ErrorBody, ErrorDetail, UserIdValue,
-        ExpiresInValue, InvalidateRequest, InvalidateByUserId, InvalidateByExternalId, InvalidateResponse, InvalidatedUser, TokenRequest,
-        RevokeResponse, IntrospectResponse, MeResponse, AuditPage, crate::db::AuditEvent, Status
-    )),
+    components(schemas(ErrorBody)),
     modifiers(&Schemes),
     tags(
         (name = "tokens", description = "Minting, invalidating, revoking and checking chat tokens"),
@@ -70,7 +68,6 @@ impl Modify for Schemes {
 
 /// The refusals every key endpoint can answer.
 #[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
 pub enum KeyEndpointErrors {
     /// A field is missing or invalid; the message names it.
     #[response(status = 400)]
@@ -112,213 +109,77 @@ pub struct ErrorDetail {
 /// An id as the API accepts it: 1–256 characters, none of them a control character.
 const ID_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,256}$";
 
-fn id_string() -> utoipa::openapi::schema::ObjectBuilder {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
+fn id_string() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(256))
         .pattern(Some(ID_PATTERN))
 }
 
-fn id_schema() -> utoipa::openapi::schema::Object {
+/// An id: 1–256 characters, no control characters.
+pub fn id_schema() -> Object {
     id_string().build()
 }
 
-fn nullable_id_schema() -> utoipa::openapi::schema::Object {
+/// An optional id: an id, or null (the same as absent).
+pub fn nullable_id_schema() -> Object {
     id_string()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-            utoipa::openapi::schema::Type::String,
-            utoipa::openapi::schema::Type::Null,
-        ]))
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .build()
+}
+
+/// A required string field such as `keyId`: any non-empty string.
+pub fn non_empty_string_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
         .build()
 }
 
 /// The company's own id for its end user: a string (1–256 characters, no control
-/// characters) or an integer. (Documentation only; `Serialize` lets it sit in the untagged
-/// request enums below.)
-#[derive(Serialize)]
-pub struct UserIdValue;
-
-impl utoipa::PartialSchema for UserIdValue {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::OneOfBuilder::new()
-            .item(id_schema())
-            .item(
-                utoipa::openapi::schema::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::Integer)
-                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                        utoipa::openapi::KnownFormat::Int64,
-                    ))),
-            )
-            .description(Some(
-                "The company's own id for its end user: a string (1–256 characters, no control characters) or an integer",
-            ))
-            .into()
-    }
+/// characters) or an integer that fits 64 bits, signed or not (see `ExternalUserId`).
+pub fn user_id_schema() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(id_schema())
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(i64::MIN))
+                .maximum(Some(u64::MAX)),
+        )
+        .description(Some(
+            "The company's own id for its end user: a string (1–256 characters, no control characters) or an integer",
+        ))
+        .into()
 }
 
-impl ToSchema for UserIdValue {}
-
-/// A duration as Node's jsonwebtoken takes it: a string with a unit (`"90m"`, `"1.5h"`,
-/// `"2 days"`, `"7d"`) or a number of seconds; 60 s to the server's maximum (30 days by
-/// default). (Documentation only.)
-#[derive(Serialize)]
-pub struct ExpiresInValue;
-
-impl utoipa::PartialSchema for ExpiresInValue {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
-        OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .max_length(Some(100))
-                    .description(Some("A number with a unit: ms, s, m, h, d, w, y or their long forms")),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Number)
-                    .minimum(Some(60))
-                    .maximum(Some(2_592_000))
-                    .description(Some("Seconds")),
-            )
-            .description(Some(
-                "How long the token lives: \"90m\", \"1.5h\", \"2 days\", \"7d\" or a number of seconds; 60 s to the server's maximum (30 days by default). Default \"24h\"",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for ExpiresInValue {}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct MintRequest {
-    #[schema(example = "pk_your_key_id", min_length = 1)]
-    pub key_id: String,
-    #[schema(example = "sk_your_secret_key", min_length = 1)]
-    pub key_secret: String,
-    pub user_id: UserIdValue,
-    /// One of the company's agents; omitted or null → its default agent.
-    #[schema(schema_with = nullable_id_schema)]
-    pub agent_id: Option<String>,
-    /// Default `"24h"`.
-    #[schema(nullable)]
-    pub expires_in: Option<ExpiresInValue>,
-}
-
-/// The key pair plus exactly one of `userId` (the internal `user.id` the token endpoint
-/// returned) or `externalId` (the company's own id).
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum InvalidateRequest {
-    #[schema(title = "By user.id")]
-    ByUserId(InvalidateByUserId),
-    #[schema(title = "By the company's own id")]
-    ByExternalId(InvalidateByExternalId),
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct InvalidateByUserId {
-    #[schema(min_length = 1)]
-    pub key_id: String,
-    #[schema(min_length = 1)]
-    pub key_secret: String,
-    #[schema(schema_with = id_schema)]
-    pub user_id: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct InvalidateByExternalId {
-    #[schema(min_length = 1)]
-    pub key_id: String,
-    #[schema(min_length = 1)]
-    pub key_secret: String,
-    pub external_id: UserIdValue,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InvalidatedUser {
-    pub id: String,
-    pub external_id: String,
-    pub company_id: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InvalidateResponse {
-    pub invalidated: bool,
-    pub user: InvalidatedUser,
-    /// RFC 3339.
-    pub invalidated_at: String,
-}
-
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct TokenRequest {
-    #[schema(min_length = 1)]
-    pub key_id: String,
-    #[schema(min_length = 1)]
-    pub key_secret: String,
-    #[schema(min_length = 1)]
-    pub token: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RevokeResponse {
-    pub revoked: bool,
-    pub jti: String,
-    /// RFC 3339.
-    pub expires_at: String,
-}
-
-/// RFC 7662: only `active` when the token is not a live token of the caller's company.
-#[derive(Serialize, ToSchema)]
-pub struct IntrospectResponse {
-    pub active: bool,
-    pub token_type: Option<String>,
-    pub sub: Option<String>,
-    pub iss: Option<String>,
-    pub iat: Option<i64>,
-    pub exp: Option<i64>,
-    pub jti: Option<String>,
-    /// The keyId that minted the token.
-    pub client_id: Option<String>,
-    #[serde(rename = "companyId")]
-    pub company_id: Option<String>,
-    #[serde(rename = "agentId")]
-    pub agent_id: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MeResponse {
-    pub user: UserBody,
-    pub agent: AgentBody,
-    /// RFC 3339.
-    pub expires_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditPage {
-    pub events: Vec<crate::db::AuditEvent>,
-    /// Pass as `cursor` for the next page; null on the last.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Status {
-    pub status: String,
+/// `expiresIn`: a duration as Node's jsonwebtoken takes it, a string with a unit (`"90m"`,
+/// `"1.5h"`, `"2 days"`, `"7d"`) or a number of seconds; 60 s to the server's maximum (30 days
+/// by default); absent or null for the default (see `ExpiresIn`).
+pub fn expires_in_schema() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(100))
+                .description(Some(
+                    "A number with a unit: ms, s, m, h, d, w, y or their long forms",
+                )),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(60))
+                .maximum(Some(2_592_000))
+                .description(Some("Seconds")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "How long the token lives: \"90m\", \"1.5h\", \"2 days\", \"7d\" or a number of seconds; 60 s to the server's maximum (30 days by default). Default \"24h\"",
+        ))
+        .into()
 }
 
 #[cfg(test)]
@@ -342,5 +203,62 @@ mod tests {
         ] {
             assert!(doc["paths"][path].is_object(), "{path} is missing");
         }
+    }
+
+    #[test]
+    fn request_and_response_schemas_say_what_the_handlers_do() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let required = |name: &str| schemas[name]["required"].clone();
+        assert_eq!(
+            required("MintRequest"),
+            serde_json::json!(["keyId", "keySecret", "userId"])
+        );
+        assert_eq!(
+            required("TokenRequest"),
+            serde_json::json!(["keyId", "keySecret", "token"])
+        );
+        let mint = &schemas["MintRequest"]["properties"];
+        assert_eq!(mint["userId"]["oneOf"].as_array().unwrap().len(), 2);
+        assert_eq!(mint["agentId"]["pattern"], ID_PATTERN);
+        assert_eq!(mint["expiresIn"]["oneOf"][2]["type"], "null");
+        // Invalidate names its user one of two ways, the other field absent or null.
+        let ways = schemas["InvalidateRequest"]["oneOf"].as_array().unwrap();
+        assert_eq!(ways.len(), 2);
+        assert_eq!(
+            ways[0]["required"],
+            serde_json::json!(["keyId", "keySecret", "userId"])
+        );
+        assert_eq!(ways[0]["properties"]["externalId"]["type"], "null");
+        assert_eq!(
+            ways[1]["required"],
+            serde_json::json!(["keyId", "keySecret", "externalId"])
+        );
+        assert_eq!(ways[1]["properties"]["userId"]["type"], "null");
+        // Introspection answers only `active` for an inactive token: nothing else is
+        // required, and nothing is ever null.
+        let introspect = &schemas["IntrospectResponse"];
+        assert_eq!(introspect["required"], serde_json::json!(["active"]));
+        assert_eq!(introspect["properties"]["sub"]["type"], "string");
+        assert_eq!(introspect["properties"]["exp"]["type"], "integer");
+        // Each operation's body is the type its handler reads or answers.
+        let body = |path: &str, method: &str| {
+            doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .clone()
+        };
+        assert_eq!(
+            body("/rest/v1/auth/revoke", "post"),
+            "#/components/schemas/RevokeResponse"
+        );
+        assert_eq!(
+            body("/rest/v1/auth/me", "get"),
+            "#/components/schemas/MeResponse"
+        );
+        assert_eq!(
+            body("/rest/v1/audit", "get"),
+            "#/components/schemas/AuditPage"
+        );
+        assert_eq!(body("/readyz", "get"), "#/components/schemas/Status");
     }
 }

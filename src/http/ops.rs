@@ -4,17 +4,24 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::openapi::{ErrorBody, Status};
+use super::openapi::ErrorBody;
 use crate::app::AppState;
 use crate::error::Result;
+
+/// `{"status":"ok"}` from `/healthz`, `{"status":"ready"}` from `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    pub status: &'static str,
+}
 
 /// The process is up and answering.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = Status)))]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// The database answers and the verification state is current; 503 otherwise.
@@ -23,9 +30,9 @@ pub async fn healthz() -> Json<Value> {
         (status = 200, description = "Ready", body = Status),
         (status = 503, description = "Not ready", body = ErrorBody),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>> {
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>> {
     state.ready().await?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Status { status: "ready" }))
 }
 
 /// Prometheus metrics in the text exposition format.

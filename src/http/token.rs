@@ -5,20 +5,67 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue};
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::json::JsonBody;
 use super::openapi::{
-    ErrorBody, IntrospectResponse, KeyEndpointErrors, MintRequest, RevokeResponse, TokenRequest,
+    ErrorBody, KeyEndpointErrors, expires_in_schema, nullable_id_schema, user_id_schema,
 };
-use super::{audit_event, authenticate, json::JsonObject};
+use super::{KeyPairRequest, audit_event, authenticate};
 use crate::app::AppState;
 use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
 use crate::db::{Agent, User};
 use crate::error::{Error, Result};
 use crate::token;
+
+/// The body of the token endpoint: the key pair, the user, and optionally the agent and the
+/// token's lifetime.
+// Each field takes any JSON value, so that the checks in `mint_token` name the field that is
+// wrong; each field's schema says what it must be.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MintRequest {
+    #[schema(value_type = String, min_length = 1, example = "pk_your_key_id")]
+    key_id: Option<Value>,
+    #[schema(value_type = String, min_length = 1, example = "sk_your_secret_key")]
+    key_secret: Option<Value>,
+    #[schema(schema_with = user_id_schema, required = true)]
+    user_id: Option<Value>,
+    /// One of the company's agents; omitted or null → its default agent.
+    #[schema(schema_with = nullable_id_schema)]
+    agent_id: Option<Value>,
+    /// Default `"24h"`.
+    #[schema(schema_with = expires_in_schema)]
+    expires_in: Option<Value>,
+}
+
+impl KeyPairRequest for MintRequest {
+    fn key_pair(&self) -> (Option<&Value>, Option<&Value>) {
+        (self.key_id.as_ref(), self.key_secret.as_ref())
+    }
+}
+
+/// The body of `/revoke` and `/introspect`: the key pair and a token.
+// Lenient fields, as in `MintRequest`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    #[schema(value_type = String, min_length = 1)]
+    key_id: Option<Value>,
+    #[schema(value_type = String, min_length = 1)]
+    key_secret: Option<Value>,
+    #[schema(value_type = String, min_length = 1)]
+    token: Option<Value>,
+}
+
+impl KeyPairRequest for TokenRequest {
+    fn key_pair(&self) -> (Option<&Value>, Option<&Value>) {
+        (self.key_id.as_ref(), self.key_secret.as_ref())
+    }
+}
 
 /// The documented response: `{"token", "user": {…}, "agent": {…}}`, nothing more.
 #[derive(Serialize, ToSchema)]
@@ -65,6 +112,50 @@ impl From<Agent> for AgentBody {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeResponse {
+    pub revoked: bool,
+    pub jti: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// RFC 7662's answer: just `{"active":false}` for anything but a live token of the caller's
+/// company; every field for one.
+#[derive(Default, Serialize, ToSchema)]
+pub struct IntrospectResponse {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub jti: Option<String>,
+    /// The keyId that minted the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub client_id: Option<String>,
+    #[serde(rename = "companyId", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub company_id: Option<String>,
+    #[serde(rename = "agentId", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub agent_id: Option<String>,
+}
+
 /// Mint a chat token for one of your users and one of your agents.
 #[utoipa::path(post, path = "/rest/v1/auth/token", tag = "tokens", request_body = MintRequest,
     responses(
@@ -75,13 +166,13 @@ impl From<Agent> for AgentBody {
 pub async fn mint_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
-    body: JsonObject,
+    JsonBody(body): JsonBody<MintRequest>,
 ) -> Result<(HeaderMap, Json<MintResponse>)> {
     // Shape first (400), then who is asking (401/403), then what they ask for (404/403).
-    let user_id =
-        ExternalUserId::from_json("userId", body.get("userId")).map_err(Error::InvalidRequest)?;
-    let agent_id = optional_id("agentId", body.get("agentId")).map_err(Error::InvalidRequest)?;
-    let expires_in = ExpiresIn::from_json(body.get("expiresIn"), state.settings.max_expires_in)
+    let user_id = ExternalUserId::from_json("userId", body.user_id.as_ref())
+        .map_err(Error::InvalidRequest)?;
+    let agent_id = optional_id("agentId", body.agent_id.as_ref()).map_err(Error::InvalidRequest)?;
+    let expires_in = ExpiresIn::from_json(body.expires_in.as_ref(), state.settings.max_expires_in)
         .map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Mint).await?;
     let result = token::mint(&state, &caller, &user_id, agent_id, expires_in).await;
@@ -119,9 +210,9 @@ pub async fn mint_token(
 pub async fn revoke_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
-    body: JsonObject,
-) -> Result<Json<Value>> {
-    let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
+    JsonBody(body): JsonBody<TokenRequest>,
+) -> Result<Json<RevokeResponse>> {
+    let token = required_str("token", body.token.as_ref()).map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
     let result = token::revoke(&state, &caller, token).await;
     let mut event = audit_event(&state, "token.revoked", &caller, &info, &result);
@@ -132,15 +223,13 @@ pub async fn revoke_token(
     }
     state.audit.record(event).await?;
     let claims = result?;
-    Ok(Json(json!({
-        "revoked": true,
-        "jti": claims.jti,
-        "expiresAt": rfc3339_s(claims.exp),
-    })))
+    Ok(Json(RevokeResponse {
+        revoked: true,
+        jti: claims.jti,
+        expires_at: rfc3339_s(claims.exp),
+    }))
 }
 
-/// RFC 7662's answer shape: `{"active":false}` for anything but an active token of the
-/// caller's company.
 /// RFC 7662 introspection of a token, for your backend.
 #[utoipa::path(post, path = "/rest/v1/auth/introspect", tag = "tokens", request_body = TokenRequest,
     responses(
@@ -150,23 +239,23 @@ pub async fn revoke_token(
 pub async fn introspect_token(
     State(state): State<AppState>,
     info: ConnectInfo<SocketAddr>,
-    body: JsonObject,
-) -> Result<Json<Value>> {
-    let token = required_str("token", body.get("token")).map_err(Error::InvalidRequest)?;
+    JsonBody(body): JsonBody<TokenRequest>,
+) -> Result<Json<IntrospectResponse>> {
+    let token = required_str("token", body.token.as_ref()).map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Manage).await?;
     Ok(Json(match token::introspect(&state, &caller, token)? {
-        None => json!({ "active": false }),
-        Some(c) => json!({
-            "active": true,
-            "token_type": "Bearer",
-            "sub": c.sub,
-            "iss": c.iss,
-            "iat": c.iat,
-            "exp": c.exp,
-            "jti": c.jti,
-            "client_id": c.key_id,
-            "companyId": c.company_id,
-            "agentId": c.agent_id,
-        }),
+        None => IntrospectResponse::default(),
+        Some(c) => IntrospectResponse {
+            active: true,
+            token_type: Some("Bearer".to_owned()),
+            sub: Some(c.sub),
+            iss: Some(c.iss),
+            iat: Some(c.iat),
+            exp: Some(c.exp),
+            jti: Some(c.jti),
+            client_id: Some(c.key_id),
+            company_id: Some(c.company_id),
+            agent_id: Some(c.agent_id),
+        },
     }))
 }

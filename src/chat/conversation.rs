@@ -47,7 +47,13 @@ pub async fn open(state: &AppState, user: &ChatUser) -> Result<(Conversation, Ve
         let new_id = format!("conv_{}", cuid2::create_id());
         match state
             .db
-            .open_conversation(&user.company_id, &user.agent_id, &user.user_id, &new_id, now)
+            .open_conversation(
+                &user.company_id,
+                &user.agent_id,
+                &user.user_id,
+                &new_id,
+                now,
+            )
             .await
         {
             Err(StoreError::NotFound(Entity::Conversation, _)) if attempt < 3 => attempt += 1,
@@ -90,13 +96,19 @@ pub async fn list_for_user(
 }
 
 /// A conversation of this user with the token's agent.
-pub async fn user_conversation(state: &AppState, user: &ChatUser, id: &str) -> Result<Conversation> {
+pub async fn user_conversation(
+    state: &AppState,
+    user: &ChatUser,
+    id: &str,
+) -> Result<Conversation> {
     state
         .db
         .find_conversation(id)
         .await?
         .filter(|c| {
-            c.company_id == user.company_id && c.user_id == user.user_id && c.agent_id == user.agent_id
+            c.company_id == user.company_id
+                && c.user_id == user.user_id
+                && c.agent_id == user.agent_id
         })
         .ok_or_else(no_such_conversation)
 }
@@ -130,7 +142,10 @@ pub async fn history(
     window: Window,
     limit: i64,
 ) -> Result<(Vec<Message>, bool)> {
-    Ok(state.db.list_messages(&conversation.id, window, limit).await?)
+    Ok(state
+        .db
+        .list_messages(&conversation.id, window, limit)
+        .await?)
 }
 
 /// A stored message, and whether it had been stored before (the same clientMessageId).
@@ -184,7 +199,11 @@ pub async fn mark_read(
 }
 
 /// Closes a conversation for good (the user's next `open` starts a new one).
-pub async fn close(state: &AppState, caller: &Caller, conversation: &Conversation) -> Result<Conversation> {
+pub async fn close(
+    state: &AppState,
+    caller: &Caller,
+    conversation: &Conversation,
+) -> Result<Conversation> {
     let now = state.clock.now_ms();
     let closed = state
         .db

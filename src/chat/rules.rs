@@ -17,7 +17,9 @@ impl MessageText {
             return Err(format!("{field} must not be empty"));
         }
         if chars > MAX_TEXT_CHARS {
-            return Err(format!("{field} must be at most {MAX_TEXT_CHARS} characters"));
+            return Err(format!(
+                "{field} must be at most {MAX_TEXT_CHARS} characters"
+            ));
         }
         if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
             return Err(format!(
@@ -96,7 +98,10 @@ mod tests {
             ("a\rb", "control characters"),
             ("a\u{1b}[31m", "control characters"),
         ] {
-            assert!(MessageText::parse("text", bad).unwrap_err().contains(says), "{bad:?}");
+            assert!(
+                MessageText::parse("text", bad).unwrap_err().contains(says),
+                "{bad:?}"
+            );
         }
         assert!(
             MessageText::parse("text", &"a".repeat(4001))

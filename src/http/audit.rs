@@ -132,7 +132,7 @@ pub async fn list_audit_events(
 }
 
 /// `Authorization: Basic base64(keyId:keySecret)`.
-fn basic_credentials(headers: &HeaderMap) -> Result<(String, KeySecret)> {
+pub(super) fn basic_credentials(headers: &HeaderMap) -> Result<(String, KeySecret)> {
     let missing = || {
         Error::CredentialsRequired(
             "send the key pair as HTTP Basic credentials: Authorization: Basic base64(keyId:keySecret)",

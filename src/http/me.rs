@@ -52,7 +52,7 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Result<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<&str> {
     let missing = Error::TokenInvalid("send the token as Authorization: Bearer <token>");
     let value = headers
         .get(header::AUTHORIZATION)

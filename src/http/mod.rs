@@ -2,11 +2,14 @@
 //! service's JSON error shape. Handlers are thin: they read the request, call `service`,
 //! and shape the response.
 
+mod agent;
 mod audit;
+mod chat;
 mod json;
 mod me;
 pub mod openapi;
 mod ops;
+mod query;
 mod token;
 mod user;
 
@@ -41,20 +44,48 @@ pub fn router(state: AppState) -> Router {
         .route("/rest/v1/auth/revoke", post(token::revoke_token))
         .route("/rest/v1/auth/introspect", post(token::introspect_token))
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed });
-    // The endpoint a chat widget calls with its bearer token.
+    // The company side of the chat, with the key pair as HTTP Basic credentials.
+    let agent_routes = Router::new()
+        .route(
+            "/rest/v1/agent/conversations",
+            get(agent::list_conversations),
+        )
+        .route(
+            "/rest/v1/agent/conversations/{id}/messages",
+            get(agent::list_messages).post(agent::reply),
+        )
+        .route(
+            "/rest/v1/agent/conversations/{id}/close",
+            post(agent::close_conversation),
+        )
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed });
+    // The endpoints a chat widget calls with its bearer token.
     let browser_routes = Router::new()
         .route("/rest/v1/auth/me", get(me::me))
+        .route(
+            "/rest/v1/chat/conversations",
+            get(chat::list_conversations).post(chat::open_conversation),
+        )
+        .route(
+            "/rest/v1/chat/conversations/{id}/messages",
+            get(chat::list_messages).post(chat::send_message),
+        )
+        .route(
+            "/rest/v1/chat/conversations/{id}/read",
+            post(chat::mark_read),
+        )
         // Set before the CORS layer so that the layer also wraps it and answers preflights.
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(
             CorsLayer::new()
                 .allow_origin(cors_origins(&state.settings.cors_origins))
-                .allow_methods([Method::GET])
-                .allow_headers([header::AUTHORIZATION])
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 .max_age(Duration::from_secs(600)),
         );
     Router::new()
         .merge(key_routes)
+        .merge(agent_routes)
         .merge(browser_routes)
         .route("/rest/v1/audit", get(audit::list_audit_events))
         // The API description and its browsable docs (Swagger UI's assets are in the binary).

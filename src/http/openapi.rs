@@ -27,6 +27,15 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::token::introspect_token,
         super::me::me,
         super::audit::list_audit_events,
+        super::chat::open_conversation,
+        super::chat::list_conversations,
+        super::chat::list_messages,
+        super::chat::send_message,
+        super::chat::mark_read,
+        super::agent::list_conversations,
+        super::agent::list_messages,
+        super::agent::reply,
+        super::agent::close_conversation,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,
@@ -35,6 +44,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     modifiers(&Schemes),
     tags(
         (name = "tokens", description = "Minting, invalidating, revoking and checking chat tokens"),
+        (name = "chat", description = "Conversations and messages: the user side with the chat token, the company side with the key pair"),
         (name = "operations", description = "Health, readiness, metrics, audit trail")
     )
 )]

@@ -1,0 +1,250 @@
+//! The chat over REST, company side: `/rest/v1/agent/…`, called by the company's backend
+//! with its key pair as HTTP Basic credentials and the `chat` scope. No CORS: no web page
+//! holds a key secret.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::audit::basic_credentials;
+use super::chat::{
+    ConversationBody, ConversationPage, MessagePage, MessageResponse, client_message_id, cursor,
+    next_cursor, required_text, window,
+};
+use super::json::JsonBody;
+use super::openapi::{ErrorBody, KeyEndpointErrors};
+use super::query::Query;
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::chat;
+use crate::chat::rules::{ClientMessageId, SenderKind};
+use crate::db::ConversationQuery;
+use crate::error::{Error, Result};
+use crate::token::{self, Caller, Credentials};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyRequest {
+    /// 1–4000 characters; no control characters other than newline and tab.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 4000)]
+    text: Option<Value>,
+    /// Your idempotency key (1–128 letters, digits and `-_.:`); made for you when omitted.
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    client_message_id: Option<Value>,
+    /// `agent` (the default: the agent answers, under its name) or `operator` (a person,
+    /// named by `senderName`).
+    #[schema(value_type = Option<String>, pattern = "^(agent|operator)$")]
+    sender_kind: Option<Value>,
+    /// The operator's name (required with `operator`), or a name to show instead of the
+    /// agent's.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
+    sender_name: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClosedResponse {
+    pub conversation: ConversationBody,
+}
+
+/// The caller, from HTTP Basic credentials, with the chat scope.
+fn chat_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    info: &ConnectInfo<SocketAddr>,
+) -> Result<Caller> {
+    let (key_id, secret) = basic_credentials(headers)?;
+    token::authenticate(
+        state,
+        Credentials {
+            key_id: &key_id,
+            secret: &secret,
+            client: Some(info.0.ip()),
+        },
+        Scope::Chat,
+    )
+}
+
+/// Your company's conversations, by last change, oldest first: poll with `updatedSince` and
+/// follow `nextCursor`.
+#[utoipa::path(get, path = "/rest/v1/agent/conversations", tag = "chat", security(("keyPair" = [])),
+    params(
+        ("agentId" = Option<String>, Query, description = "Only this agent's"),
+        ("status" = Option<String>, Query, pattern = "^(open|closed)$", description = "open or closed"),
+        ("updatedSince" = Option<i64>, Query, minimum = 0, description = "Only conversations changed at or after this time (unix milliseconds)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Conversations per page (default 50)"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of conversations", body = ConversationPage),
+        KeyEndpointErrors,
+    ))]
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConversationPage>> {
+    let caller = chat_caller(&state, &headers, &info)?;
+    let q = Query::parse(
+        query.as_deref(),
+        &["agentId", "status", "updatedSince", "limit", "cursor"],
+    )?;
+    let status = q.get("status");
+    if status.is_some_and(|s| s != "open" && s != "closed") {
+        return Err(Error::invalid("status must be open or closed"));
+    }
+    let limit = q.limit("limit", 50, 200)?;
+    let page = chat::list_for_company(
+        &state,
+        &ConversationQuery {
+            company_id: &caller.company_id,
+            agent_id: q.get("agentId"),
+            status,
+            updated_since: q.integer("updatedSince", 0)?,
+            after: cursor(q.get("cursor"))?,
+            limit,
+        },
+    )
+    .await?;
+    let next_cursor = next_cursor(&page, limit, |c| c.updated_at);
+    Ok(Json(ConversationPage {
+        conversations: page.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Messages of one of your company's conversations, oldest first.
+#[utoipa::path(get, path = "/rest/v1/agent/conversations/{id}/messages", tag = "chat", security(("keyPair" = [])),
+    params(
+        ("id" = String, Path),
+        ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a lower seq"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only messages with a higher seq"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Messages per page (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company", body = ErrorBody),
+    ))]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<MessagePage>> {
+    let caller = chat_caller(&state, &headers, &info)?;
+    let (window, limit) = window(query.as_deref())?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    let (messages, has_more) = chat::history(&state, &conversation, window, limit).await?;
+    Ok(Json(MessagePage {
+        messages: messages.into_iter().map(Into::into).collect(),
+        has_more,
+    }))
+}
+
+/// Reply in a conversation, as its agent or as a named person (`senderKind: operator`).
+#[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/messages", tag = "chat", security(("keyPair" = [])),
+    params(("id" = String, Path)),
+    request_body = ReplyRequest,
+    responses(
+        (status = 201, description = "Stored and delivered", body = MessageResponse),
+        (status = 200, description = "Stored before, with this clientMessageId", body = MessageResponse),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company", body = ErrorBody),
+        (status = 409, description = "`conversation_closed`", body = ErrorBody),
+    ))]
+pub async fn reply(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReplyRequest>,
+) -> Result<(StatusCode, Json<MessageResponse>)> {
+    let text = required_text("text", body.text.as_ref())?;
+    let client_message_id = client_message_id(body.client_message_id.as_ref())?
+        .unwrap_or_else(ClientMessageId::generate);
+    let kind = match body.sender_kind.as_ref() {
+        None | Some(Value::Null) => SenderKind::Agent,
+        Some(Value::String(s)) if s == "agent" => SenderKind::Agent,
+        Some(Value::String(s)) if s == "operator" => SenderKind::Operator,
+        Some(_) => return Err(Error::invalid("senderKind must be agent or operator")),
+    };
+    let name = match body.sender_name.as_ref() {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s))
+            if !s.trim().is_empty()
+                && s.chars().count() <= 100
+                && !s.chars().any(char::is_control) =>
+        {
+            Some(s.trim().to_owned())
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                "senderName must be 1–100 characters without control characters",
+            ));
+        }
+    };
+    if kind == SenderKind::Operator && name.is_none() {
+        return Err(Error::invalid(
+            "senderName is required for an operator's reply",
+        ));
+    }
+    let caller = chat_caller(&state, &headers, &info)?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    let name = match name {
+        Some(n) => n,
+        // The agent's own name, as the user sees it in the widget.
+        None => token::find_agent(&state, &caller.company_id, &conversation.agent_id)
+            .await?
+            .map(|a| a.name)
+            .unwrap_or_default(),
+    };
+    let sent = chat::send(
+        &state,
+        &conversation,
+        kind,
+        Some(&name),
+        &client_message_id,
+        &text,
+    )
+    .await?;
+    let status = if sent.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(MessageResponse {
+            message: sent.message.into(),
+        }),
+    ))
+}
+
+/// Close a conversation. The user's next open starts a new one.
+#[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/close", tag = "chat", security(("keyPair" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Closed (closing a closed one changes nothing)", body = ClosedResponse),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company", body = ErrorBody),
+    ))]
+pub async fn close_conversation(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ClosedResponse>> {
+    let caller = chat_caller(&state, &headers, &info)?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    let closed = chat::close(&state, &caller, &conversation).await?;
+    Ok(Json(ClosedResponse {
+        conversation: closed.into(),
+    }))
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
+use crate::chat::ChatState;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Db;
@@ -32,6 +33,8 @@ pub struct AppInner {
     pub limits: Limits,
     /// The token subsystem's in-memory state.
     pub tokens: TokenState,
+    /// The chat's: this instance's sockets.
+    pub chat: ChatState,
 }
 
 impl std::ops::Deref for AppState {
@@ -72,6 +75,7 @@ impl App {
             audit,
             limits,
             tokens,
+            chat: ChatState::default(),
         }));
         tasks.spawn(writer.run());
         let poll = Duration::from_millis(state.settings.change_poll_ms.max(10));
@@ -84,6 +88,7 @@ impl App {
         let st = stop.clone();
         tasks.spawn(async move { feed::listen(s.db.clone(), &s.tokens, st).await });
         tasks.spawn(housekeeping(state.clone(), stop.clone()));
+        tasks.spawn(close_dead_sockets(state.clone(), stop.clone()));
         Ok(App { state, tasks, stop })
     }
 
@@ -161,6 +166,24 @@ async fn housekeeping(state: AppState, stop: CancellationToken) {
         if state.db.writes_failing() {
             // Its outcome is recorded by the storage layer; a failure was logged there.
             let _ = state.db.probe_write(now).await;
+        }
+    }
+}
+
+/// The chat reacts to a token's death: every change the token state applies pokes the
+/// sockets it may concern, which check their tokens again and close with the right code.
+async fn close_dead_sockets(state: AppState, stop: CancellationToken) {
+    let mut events = state.tokens.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(event) => state.chat.hub.token_changed(&event),
+            // Missed some: every socket checks.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => state.chat.hub.poke_all(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }

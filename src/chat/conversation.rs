@@ -1,5 +1,8 @@
 //! Conversations and messages: open, list, read history, send, mark read, close.
 
+use std::sync::Arc;
+
+use super::hub::Push;
 use super::rules::{ClientMessageId, MessageText, SenderKind};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
@@ -176,7 +179,21 @@ pub async fn send(
         now_ms: state.clock.now_ms(),
     };
     match state.db.append_message(&new).await {
-        Ok((message, duplicate)) => Ok(Sent { message, duplicate }),
+        Ok((message, duplicate)) => {
+            if !duplicate {
+                // Committed: every socket of the user hears of it (the sender's own too,
+                // after its ack).
+                let push = Arc::new(Push::Message {
+                    conversation_id: conversation.id.clone(),
+                    message: message.clone(),
+                });
+                state
+                    .chat
+                    .hub
+                    .to_user(&conversation.user_id, &conversation.agent_id, &push);
+            }
+            Ok(Sent { message, duplicate })
+        }
         Err(StoreError::NotFound(Entity::Conversation, _)) => Err(Error::ConversationClosed),
         Err(e) => Err(e.into()),
     }
@@ -211,6 +228,13 @@ pub async fn close(
         .await?
         .ok_or_else(no_such_conversation)?;
     if conversation.is_open() {
+        let push = Arc::new(Push::ConversationClosed {
+            conversation_id: closed.id.clone(),
+        });
+        state
+            .chat
+            .hub
+            .to_user(&closed.user_id, &closed.agent_id, &push);
         state
             .audit
             .record(AuditEvent {

@@ -4,7 +4,14 @@
 //! handlers call them.
 
 mod conversation;
+pub mod hub;
 pub mod rules;
+
+/// What the chat holds in memory: this instance's sockets.
+#[derive(Default)]
+pub struct ChatState {
+    pub hub: hub::Hub,
+}
 
 pub use conversation::{
     ChatUser, Sent, close, company_conversation, history, list_for_company, list_for_user,

@@ -17,4 +17,4 @@ pub use authenticate::{Caller, Credentials, authenticate};
 pub use manage::{introspect, invalidate, revoke};
 pub use mint::{Minted, find_agent, mint};
 pub use state::{TokenEvent, TokenState};
-pub use verify::{external_id, verify};
+pub use verify::{Death, check_alive, decode, external_id, verify};

@@ -7,6 +7,15 @@ use std::collections::{HashMap, HashSet};
 use crate::auth::jwt::Claims;
 use crate::db::Snapshot;
 
+/// Why a token is dead: `access` when what stands behind it is gone (its key, agent or
+/// company), so that a new token would not help; otherwise the token itself (its user was
+/// invalidated, or it was revoked), and a new one may be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    pub why: &'static str,
+    pub access: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Revocations {
     /// Only users that were ever invalidated; everyone else is at version 0.
@@ -30,21 +39,23 @@ impl Revocations {
     }
 
     /// Why this (authentic, unexpired) token must no longer be accepted, if it must not.
-    pub fn check(&self, c: &Claims) -> Result<(), &'static str> {
+    pub fn check(&self, c: &Claims) -> Result<(), Revoked> {
+        let access = |why| Err(Revoked { why, access: true });
+        let token = |why| Err(Revoked { why, access: false });
         if self.inactive_companies.contains(&c.company_id) {
-            return Err("the token's company is inactive");
+            return access("the token's company is inactive");
         }
         if self.revoked_keys.contains(&c.key_id) {
-            return Err("the API key that minted this token has been revoked");
+            return access("the API key that minted this token has been revoked");
         }
         if self.inactive_agents.contains(&c.agent_id) {
-            return Err("the token's agent is inactive");
+            return access("the token's agent is inactive");
         }
         if self.user_versions.get(&c.sub).is_some_and(|&v| c.ver < v) {
-            return Err("the user's tokens have been invalidated");
+            return token("the user's tokens have been invalidated");
         }
         if self.revoked_tokens.contains_key(&c.jti) {
-            return Err("this token has been revoked");
+            return token("this token has been revoked");
         }
         Ok(())
     }
@@ -141,19 +152,23 @@ mod tests {
         assert_eq!(r.check(&c), Ok(()));
 
         r.set_company_inactive("c1", true);
-        assert!(r.check(&c).unwrap_err().contains("company"));
+        let e = r.check(&c).unwrap_err();
+        assert!(e.why.contains("company") && e.access);
         r.set_company_inactive("c1", false);
 
         r.set_agent_inactive("a1", true);
-        assert!(r.check(&c).unwrap_err().contains("agent"));
+        let e = r.check(&c).unwrap_err();
+        assert!(e.why.contains("agent") && e.access);
         r.set_agent_inactive("a1", false);
 
         r.set_key_revoked("pk_1", true);
-        assert!(r.check(&c).unwrap_err().contains("API key"));
+        let e = r.check(&c).unwrap_err();
+        assert!(e.why.contains("API key") && e.access);
         r.set_key_revoked("pk_1", false);
 
         r.set_token_revoked("j1", Some(200));
-        assert!(r.check(&c).unwrap_err().contains("revoked"));
+        let e = r.check(&c).unwrap_err();
+        assert!(e.why.contains("revoked") && !e.access);
         r.set_token_revoked("j1", None);
 
         assert_eq!(r.check(&c), Ok(()));

@@ -203,7 +203,7 @@ async fn operators_manage_companies_agents_and_keys() {
         "the secret is shown once only"
     );
     let revoked = cli_json(url, &["key", "revoke", key_id]);
-    assert!(revoked["revokedAt"].is_i64());
+    assert!(common::is_recent_wire_time(&revoked["revokedAt"]));
 
     // Mistakes are refused with a message and a failure status.
     for args in [
@@ -224,6 +224,61 @@ async fn operators_manage_companies_agents_and_keys() {
         assert!(!out.status.success(), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn every_time_in_json_output_is_rfc3339_utc_with_milliseconds() {
+    use common::{is_recent_wire_time, wire_time};
+    let db = TestDb::new().await;
+    let url = &db.url;
+    let company = cli_json(
+        url,
+        &["company", "create", "--name", "Acme", "--id", "company_t"],
+    );
+    assert!(is_recent_wire_time(&company["createdAt"]), "{company}");
+    let listed = cli_json(url, &["company", "list"]);
+    assert_eq!(listed[0]["createdAt"], company["createdAt"]);
+    let updated = cli_json(url, &["company", "update", "company_t", "--active", "true"]);
+    assert_eq!(updated["createdAt"], company["createdAt"]);
+
+    let agent = cli_json(
+        url,
+        &["agent", "create", "--company", "company_t", "--name", "A"],
+    );
+    assert!(is_recent_wire_time(&agent["createdAt"]), "{agent}");
+    let agent_id = agent["id"].as_str().unwrap();
+    let updated = cli_json(url, &["agent", "update", agent_id, "--name", "B"]);
+    assert_eq!(updated["createdAt"], agent["createdAt"]);
+    let agents = cli_json(url, &["agent", "list", "--company", "company_t"]);
+    assert_eq!(agents[0]["createdAt"], agent["createdAt"]);
+
+    let key = cli_json(url, &["key", "create", "--company", "company_t"]);
+    assert!(is_recent_wire_time(&key["createdAt"]), "{key}");
+    let key_id = key["keyId"].as_str().unwrap();
+    let keys = cli_json(url, &["key", "list", "--company", "company_t"]);
+    assert_eq!(keys[0]["createdAt"], key["createdAt"]);
+    assert!(keys[0]["revokedAt"].is_null(), "{keys}");
+    assert!(keys[0]["previousExpiresAt"].is_null(), "{keys}");
+    let rolled = cli_json(url, &["key", "roll", key_id, "--expire-old-in", "1h"]);
+    let old_until = wire_time(&rolled["previousSecretExpiresAt"]);
+    let keys = cli_json(url, &["key", "list", "--company", "company_t"]);
+    assert_eq!(wire_time(&keys[0]["previousExpiresAt"]), old_until);
+    let revoked = cli_json(url, &["key", "revoke", key_id]);
+    assert!(is_recent_wire_time(&revoked["revokedAt"]), "{revoked}");
+    let keys = cli_json(url, &["key", "list", "--company", "company_t"]);
+    assert_eq!(keys[0]["revokedAt"], revoked["revokedAt"]);
+
+    let rotated = cli_json(url, &["signing-key", "rotate", "--retire-old-in", "1h"]);
+    wire_time(&rotated["previousKeysRetireAt"]);
+    for k in cli_json(url, &["signing-key", "list"]).as_array().unwrap() {
+        assert!(is_recent_wire_time(&k["createdAt"]), "{k}");
+    }
+
+    let events = cli_json(url, &["audit", "--company", "company_t"]);
+    assert!(!events.as_array().unwrap().is_empty());
+    for e in events.as_array().unwrap() {
+        assert!(is_recent_wire_time(&e["at"]), "{e}");
     }
 }
 

@@ -198,6 +198,12 @@ async fn the_audit_trail_records_token_events_and_shows_each_company_only_its_ow
     assert_eq!(first_mint["clientIp"], "127.0.0.1");
     assert_eq!(events[2]["jti"], first_mint["jti"]);
     assert!(events.iter().all(|e| e["companyId"] == "company_xyz"));
+    // Times are RFC 3339 in UTC with milliseconds, newest first.
+    for e in &events {
+        assert!(common::is_recent_wire_time(&e["at"]), "{e}");
+    }
+    let times: Vec<_> = events.iter().map(|e| common::wire_time(&e["at"])).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
 
     let theirs = audit_events(&app, &other, 1).await;
     assert_eq!(theirs.len(), 1);
@@ -340,6 +346,9 @@ async fn operator_changes_are_audited_and_readable_from_the_cli() {
         ]
     );
     assert_eq!(events[1]["keyId"], key["keyId"]);
+    for e in events.as_array().unwrap() {
+        assert!(common::is_recent_wire_time(&e["at"]), "{e}");
+    }
     let text = cli(url, &["audit", "--company", "company_acme"]);
     assert!(
         text.contains("key.revoked") && text.contains("via=cli"),
@@ -636,4 +645,8 @@ async fn audit_events_past_their_retention_are_purged() {
     let left = audit_events(&app, &app.tenant, 1).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["kind"], "user.invalidated");
+    assert_eq!(
+        common::wire_time(&left[0]["at"]),
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now - day) * 1_000_000).unwrap()
+    );
 }

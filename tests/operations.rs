@@ -129,6 +129,88 @@ async fn metrics_count_what_happens() {
 }
 
 #[tokio::test]
+async fn every_route_is_counted_under_its_own_path() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/rest/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut expected = vec![("GET".to_owned(), "/rest/v1/openapi.json".to_owned())];
+    // Every operation of the API (the document covers every API route, a unit test checks).
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let request = app
+                .client
+                .request(method.parse().unwrap(), app.url(path))
+                .json(&json!({}));
+            request.send().await.unwrap();
+            expected.push((method, path.clone()));
+        }
+    }
+    // Swagger UI: the redirect, the page, and its assets under one label.
+    for (path, route) in [
+        ("/rest/v1/docs", "/rest/v1/docs"),
+        ("/rest/v1/docs/", "/rest/v1/docs/"),
+        ("/rest/v1/docs/swagger-ui.css", "/rest/v1/docs/{*rest}"),
+        (
+            "/rest/v1/docs/swagger-initializer.js",
+            "/rest/v1/docs/{*rest}",
+        ),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        expected.push(("GET".to_owned(), route.to_owned()));
+    }
+    // A method a route does not have is still that route's (405); a path no route has is
+    // "unmatched", whatever the path.
+    let res = app
+        .client
+        .delete(app.url("/rest/v1/auth/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    expected.push(("DELETE".to_owned(), "/rest/v1/auth/token".to_owned()));
+    for path in ["/no/such/route", "/rest/v1/auth/tokens", "/healthz/x"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    expected.push(("GET".to_owned(), "unmatched".to_owned()));
+
+    let text = scrape(&app).await;
+    for (method, route) in &expected {
+        let counted = format!(
+            r#"performchat_http_requests_total{{method="{method}",route="{route}",status="#
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&counted)),
+            "no {counted}… in:\n{text}"
+        );
+        let timed =
+            format!(r#"performchat_http_request_duration_seconds_count{{route="{route}"}}"#);
+        assert!(metric(&text, &timed) >= 1.0, "no {timed} in:\n{text}");
+    }
+    assert_eq!(
+        metric(
+            &text,
+            r#"performchat_http_requests_total{method="GET",route="unmatched",status="404"}"#
+        ),
+        3.0
+    );
+    assert!(
+        !text.contains("/no/such") && !text.contains("/rest/v1/auth/tokens"),
+        "{text}"
+    );
+    assert!(!text.contains(r#"route="other""#), "{text}");
+}
+
+#[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;
     let res = app

@@ -282,6 +282,66 @@ async fn every_time_in_json_output_is_rfc3339_utc_with_milliseconds() {
     }
 }
 
+#[test]
+fn config_prints_every_setting_and_no_database_password() {
+    use clap::CommandFactory;
+    // The settings: every long flag of `serve`, with the global options it reads (propagated
+    // to it by `build`), less what is not a setting.
+    let mut command = performchat::config::Cli::command();
+    command.build();
+    let flags: Vec<&str> = command
+        .find_subcommand("serve")
+        .unwrap()
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|flag| !["help", "version", "config", "json"].contains(flag))
+        .collect();
+    assert!(flags.contains(&"database-url") && flags.contains(&"log-format"));
+    assert!(flags.contains(&"listen") && flags.contains(&"request-timeout"));
+
+    let url = "postgres://app:hunter2@localhost/pc";
+    let run = |args: &[&str]| {
+        let out = common::performchat(url).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["config"]);
+    let json_text = run(&["--json", "config"]);
+    assert!(!text.contains("hunter2") && !json_text.contains("hunter2"));
+    let shown: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(shown["database-url"], "postgres://app:***@localhost/pc");
+    let shown = shown.as_object().unwrap();
+    for flag in &flags {
+        assert!(
+            shown.contains_key(*flag),
+            "{flag} is missing from {json_text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{flag} = "))),
+            "{flag} is missing from {text}"
+        );
+    }
+    assert_eq!(shown.len(), flags.len(), "{json_text}");
+
+    // Each value is in a form its flag takes back: given them all, config prints the same.
+    let mut args = vec!["--json".to_owned()];
+    args.push("config".to_owned());
+    for (flag, value) in shown {
+        args.push(format!("--{flag}"));
+        args.push(match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again: Value = serde_json::from_str(&run(&args)).unwrap();
+    assert_eq!(&again, &Value::Object(shown.clone()));
+}
+
 #[tokio::test]
 async fn cli_changes_reach_a_running_server_within_a_second() {
     let db = TestDb::new().await;

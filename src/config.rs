@@ -1,9 +1,12 @@
 //! The command line: every setting is a flag and an environment variable `PERFORMCHAT_…`
-//! (a flag wins over the variable). The doc comment of each field is its `--help` text.
+//! (a flag wins over the variable). The doc comment of each field is its `--help` text, and
+//! its serialized name is its flag's (what `performchat config` prints).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Serialize, Serializer};
 
 use crate::auth::ExpiresIn;
 
@@ -101,7 +104,10 @@ pub enum SigningKeyCommand {
     List,
 }
 
-#[derive(Debug, Clone, Args)]
+/// The settings of the server. Serialized (by `performchat config`) keyed by flag name, each
+/// value in a form its flag accepts back.
+#[derive(Debug, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "PERFORMCHAT_LISTEN", default_value = "127.0.0.1:8080")]
@@ -109,6 +115,7 @@ pub struct Settings {
 
     /// Longest token lifetime a request may ask for with expiresIn (a duration: "30d", "720h").
     #[arg(long, env = "PERFORMCHAT_MAX_EXPIRES_IN", default_value = "30d", value_parser = ExpiresIn::parse_setting)]
+    #[serde(serialize_with = "expires_in_setting")]
     pub max_expires_in: ExpiresIn,
 
     /// Seconds of clock difference tolerated when checking a token's exp and iat.
@@ -131,7 +138,8 @@ pub struct Settings {
 
     /// How long audit events are kept (a duration: "90d").
     #[arg(long, env = "PERFORMCHAT_AUDIT_RETENTION", default_value = "90d", value_parser = crate::auth::expires_in::parse_duration_setting)]
-    pub audit_retention: std::time::Duration,
+    #[serde(serialize_with = "duration_setting")]
+    pub audit_retention: Duration,
 
     /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PERFORMCHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]
@@ -170,6 +178,21 @@ pub struct Settings {
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "PERFORMCHAT_REQUEST_TIMEOUT", default_value_t = 10)]
     pub request_timeout: u32,
+}
+
+/// An `ExpiresIn` setting as its flag takes it: whole seconds, `"2592000s"`.
+fn expires_in_setting<S: Serializer>(value: &ExpiresIn, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{}s", value.secs()))
+}
+
+/// A duration setting as its flag takes it: `"7776000s"`, or `"1500ms"` when it is not a
+/// whole number of seconds.
+fn duration_setting<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if value.subsec_nanos() == 0 {
+        s.collect_str(&format_args!("{}s", value.as_secs()))
+    } else {
+        s.collect_str(&format_args!("{}ms", value.as_millis()))
+    }
 }
 
 impl Settings {
@@ -390,5 +413,29 @@ mod tests {
         assert_eq!(s.max_expires_in, ExpiresIn::DEFAULT_MAX);
         assert_eq!(s.token_leeway, 0);
         assert_eq!(s.issuer, "performchat");
+    }
+
+    #[test]
+    fn settings_serialize_under_their_flag_names_in_a_form_the_flags_take_back() {
+        let s = Settings {
+            audit_retention: Duration::from_millis(1500),
+            ..Settings::default()
+        };
+        let value = serde_json::to_value(&s).unwrap();
+        assert_eq!(value["max-expires-in"], "2592000s");
+        assert_eq!(value["audit-retention"], "1500ms");
+        assert_eq!(value["listen"], "127.0.0.1:8080");
+        assert_eq!(value["token-leeway"], 0);
+        for flag in ["max-expires-in", "audit-retention"] {
+            let text = value[flag].as_str().unwrap();
+            assert!(
+                crate::auth::expires_in::parse_duration_setting(text).is_ok(),
+                "{flag} = {text}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(Settings::default()).unwrap()["audit-retention"],
+            "7776000s"
+        );
     }
 }

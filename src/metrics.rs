@@ -1,55 +1,65 @@
 //! Prometheus metrics, served at `GET /metrics`. One registry per server value (no global
 //! recorder), so servers started side by side in one process, as the tests do, count apart.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::hash::{Hash, Hasher};
+
+use axum::extract::MatchedPath;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Labels are `'static` (routes are interned, see `route_label`), so counting a request
-/// allocates nothing.
+/// Counting a request allocates nothing: the method is `'static` and the route is the
+/// router's own (see [`Route`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: &'static str,
-    pub route: &'static str,
+    pub route: Route,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: &'static str,
+    pub route: Route,
 }
 
-/// The routes the server has, as `'static` labels; anything else is "unmatched" (so that
-/// a scan of random paths cannot grow the metric families).
-pub fn route_label(matched: Option<&str>) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/rest/v1/auth/token",
-        "/rest/v1/auth/invalidate",
-        "/rest/v1/auth/revoke",
-        "/rest/v1/auth/introspect",
-        "/rest/v1/auth/me",
-        "/rest/v1/audit",
-        "/rest/v1/openapi.json",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    ];
-    match matched {
-        Some(m) => {
-            ROUTES
-                .iter()
-                .find(|r| **r == m)
-                .copied()
-                .unwrap_or(if m.starts_with("/rest/v1/docs") {
-                    "/rest/v1/docs"
-                } else {
-                    "other"
-                })
-        }
-        None => "unmatched",
+/// The route label of a request: the path the router matched, as written in the router
+/// (`/rest/v1/auth/token`, `/rest/v1/docs/{*rest}`), or "unmatched" when no route took the
+/// request, so that a scan of random paths cannot grow the metric families. It holds the
+/// router's `MatchedPath`, whose clone is an `Arc` clone.
+#[derive(Clone, Debug)]
+pub struct Route(Option<MatchedPath>);
+
+impl Route {
+    /// The route of a request whose extensions hold `matched` (none: no route matched).
+    pub fn new(matched: Option<MatchedPath>) -> Self {
+        Route(matched)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl Hash for Route {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
     }
 }
 

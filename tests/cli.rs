@@ -203,7 +203,7 @@ async fn operators_manage_companies_agents_and_keys() {
         "the secret is shown once only"
     );
     let revoked = cli_json(url, &["key", "revoke", key_id]);
-    assert!(revoked["revokedAt"].is_i64());
+    assert!(common::is_recent_wire_time(&revoked["revokedAt"]));
 
     // Mistakes are refused with a message and a failure status.
     for args in [
@@ -225,6 +225,121 @@ async fn operators_manage_companies_agents_and_keys() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn every_time_in_json_output_is_rfc3339_utc_with_milliseconds() {
+    use common::{is_recent_wire_time, wire_time};
+    let db = TestDb::new().await;
+    let url = &db.url;
+    let company = cli_json(
+        url,
+        &["company", "create", "--name", "Acme", "--id", "company_t"],
+    );
+    assert!(is_recent_wire_time(&company["createdAt"]), "{company}");
+    let listed = cli_json(url, &["company", "list"]);
+    assert_eq!(listed[0]["createdAt"], company["createdAt"]);
+    let updated = cli_json(url, &["company", "update", "company_t", "--active", "true"]);
+    assert_eq!(updated["createdAt"], company["createdAt"]);
+
+    let agent = cli_json(
+        url,
+        &["agent", "create", "--company", "company_t", "--name", "A"],
+    );
+    assert!(is_recent_wire_time(&agent["createdAt"]), "{agent}");
+    let agent_id = agent["id"].as_str().unwrap();
+    let updated = cli_json(url, &["agent", "update", agent_id, "--name", "B"]);
+    assert_eq!(updated["createdAt"], agent["createdAt"]);
+    let agents = cli_json(url, &["agent", "list", "--company", "company_t"]);
+    assert_eq!(agents[0]["createdAt"], agent["createdAt"]);
+
+    let key = cli_json(url, &["key", "create", "--company", "company_t"]);
+    assert!(is_recent_wire_time(&key["createdAt"]), "{key}");
+    let key_id = key["keyId"].as_str().unwrap();
+    let keys = cli_json(url, &["key", "list", "--company", "company_t"]);
+    assert_eq!(keys[0]["createdAt"], key["createdAt"]);
+    assert!(keys[0]["revokedAt"].is_null(), "{keys}");
+    assert!(keys[0]["previousExpiresAt"].is_null(), "{keys}");
+    let rolled = cli_json(url, &["key", "roll", key_id, "--expire-old-in", "1h"]);
+    let old_until = wire_time(&rolled["previousSecretExpiresAt"]);
+    let keys = cli_json(url, &["key", "list", "--company", "company_t"]);
+    assert_eq!(wire_time(&keys[0]["previousExpiresAt"]), old_until);
+    let revoked = cli_json(url, &["key", "revoke", key_id]);
+    assert!(is_recent_wire_time(&revoked["revokedAt"]), "{revoked}");
+    let keys = cli_json(url, &["key", "list", "--company", "company_t"]);
+    assert_eq!(keys[0]["revokedAt"], revoked["revokedAt"]);
+
+    let rotated = cli_json(url, &["signing-key", "rotate", "--retire-old-in", "1h"]);
+    wire_time(&rotated["previousKeysRetireAt"]);
+    for k in cli_json(url, &["signing-key", "list"]).as_array().unwrap() {
+        assert!(is_recent_wire_time(&k["createdAt"]), "{k}");
+    }
+
+    let events = cli_json(url, &["audit", "--company", "company_t"]);
+    assert!(!events.as_array().unwrap().is_empty());
+    for e in events.as_array().unwrap() {
+        assert!(is_recent_wire_time(&e["at"]), "{e}");
+    }
+}
+
+#[test]
+fn config_prints_every_setting_and_no_database_password() {
+    use clap::CommandFactory;
+    // The settings: every long flag of `serve`, with the global options it reads (propagated
+    // to it by `build`), less what is not a setting.
+    let mut command = performchat::config::Cli::command();
+    command.build();
+    let flags: Vec<&str> = command
+        .find_subcommand("serve")
+        .unwrap()
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|flag| !["help", "version", "config", "json"].contains(flag))
+        .collect();
+    assert!(flags.contains(&"database-url") && flags.contains(&"log-format"));
+    assert!(flags.contains(&"listen") && flags.contains(&"request-timeout"));
+
+    let url = "postgres://app:hunter2@localhost/pc";
+    let run = |args: &[&str]| {
+        let out = common::performchat(url).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["config"]);
+    let json_text = run(&["--json", "config"]);
+    assert!(!text.contains("hunter2") && !json_text.contains("hunter2"));
+    let shown: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(shown["database-url"], "postgres://app:***@localhost/pc");
+    let shown = shown.as_object().unwrap();
+    for flag in &flags {
+        assert!(
+            shown.contains_key(*flag),
+            "{flag} is missing from {json_text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{flag} = "))),
+            "{flag} is missing from {text}"
+        );
+    }
+    assert_eq!(shown.len(), flags.len(), "{json_text}");
+
+    // Each value is in a form its flag takes back: given them all, config prints the same.
+    let mut args = vec!["--json".to_owned()];
+    args.push("config".to_owned());
+    for (flag, value) in shown {
+        args.push(format!("--{flag}"));
+        args.push(match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again: Value = serde_json::from_str(&run(&args)).unwrap();
+    assert_eq!(&again, &Value::Object(shown.clone()));
 }
 
 #[tokio::test]

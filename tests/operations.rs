@@ -129,6 +129,88 @@ async fn metrics_count_what_happens() {
 }
 
 #[tokio::test]
+async fn every_route_is_counted_under_its_own_path() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/rest/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut expected = vec![("GET".to_owned(), "/rest/v1/openapi.json".to_owned())];
+    // Every operation of the API (the document covers every API route, a unit test checks).
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let request = app
+                .client
+                .request(method.parse().unwrap(), app.url(path))
+                .json(&json!({}));
+            request.send().await.unwrap();
+            expected.push((method, path.clone()));
+        }
+    }
+    // Swagger UI: the redirect, the page, and its assets under one label.
+    for (path, route) in [
+        ("/rest/v1/docs", "/rest/v1/docs"),
+        ("/rest/v1/docs/", "/rest/v1/docs/"),
+        ("/rest/v1/docs/swagger-ui.css", "/rest/v1/docs/{*rest}"),
+        (
+            "/rest/v1/docs/swagger-initializer.js",
+            "/rest/v1/docs/{*rest}",
+        ),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        expected.push(("GET".to_owned(), route.to_owned()));
+    }
+    // A method a route does not have is still that route's (405); a path no route has is
+    // "unmatched", whatever the path.
+    let res = app
+        .client
+        .delete(app.url("/rest/v1/auth/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    expected.push(("DELETE".to_owned(), "/rest/v1/auth/token".to_owned()));
+    for path in ["/no/such/route", "/rest/v1/auth/tokens", "/healthz/x"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    expected.push(("GET".to_owned(), "unmatched".to_owned()));
+
+    let text = scrape(&app).await;
+    for (method, route) in &expected {
+        let counted = format!(
+            r#"performchat_http_requests_total{{method="{method}",route="{route}",status="#
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&counted)),
+            "no {counted}… in:\n{text}"
+        );
+        let timed =
+            format!(r#"performchat_http_request_duration_seconds_count{{route="{route}"}}"#);
+        assert!(metric(&text, &timed) >= 1.0, "no {timed} in:\n{text}");
+    }
+    assert_eq!(
+        metric(
+            &text,
+            r#"performchat_http_requests_total{method="GET",route="unmatched",status="404"}"#
+        ),
+        3.0
+    );
+    assert!(
+        !text.contains("/no/such") && !text.contains("/rest/v1/auth/tokens"),
+        "{text}"
+    );
+    assert!(!text.contains(r#"route="other""#), "{text}");
+}
+
+#[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;
     let res = app
@@ -198,6 +280,12 @@ async fn the_audit_trail_records_token_events_and_shows_each_company_only_its_ow
     assert_eq!(first_mint["clientIp"], "127.0.0.1");
     assert_eq!(events[2]["jti"], first_mint["jti"]);
     assert!(events.iter().all(|e| e["companyId"] == "company_xyz"));
+    // Times are RFC 3339 in UTC with milliseconds, newest first.
+    for e in &events {
+        assert!(common::is_recent_wire_time(&e["at"]), "{e}");
+    }
+    let times: Vec<_> = events.iter().map(|e| common::wire_time(&e["at"])).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
 
     let theirs = audit_events(&app, &other, 1).await;
     assert_eq!(theirs.len(), 1);
@@ -340,6 +428,9 @@ async fn operator_changes_are_audited_and_readable_from_the_cli() {
         ]
     );
     assert_eq!(events[1]["keyId"], key["keyId"]);
+    for e in events.as_array().unwrap() {
+        assert!(common::is_recent_wire_time(&e["at"]), "{e}");
+    }
     let text = cli(url, &["audit", "--company", "company_acme"]);
     assert!(
         text.contains("key.revoked") && text.contains("via=cli"),
@@ -646,4 +737,8 @@ async fn audit_events_past_their_retention_are_purged() {
     }
     assert_eq!(left.len(), 1, "the periodic clean-up ran in the server");
     assert_eq!(left[0]["kind"], "user.invalidated");
+    assert_eq!(
+        common::wire_time(&left[0]["at"]),
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now - day) * 1_000_000).unwrap()
+    );
 }

@@ -84,20 +84,31 @@ impl Output {
     }
 }
 
-/// The effective configuration, secrets hidden (the database URL's password).
-fn print_config(database_url: &str, log_format: LogFormat, s: &Settings, out: Output) {
-    let value = serde_json::json!({
-        "database-url": redact_url(database_url),
-        "log-format": log_format,
-        "listen": s.listen.to_string(),
-        "max-expires-in": format!("{}s", s.max_expires_in.secs()),
-        "token-leeway": s.token_leeway,
-        "issuer": s.issuer,
-        "change-poll-ms": s.change_poll_ms,
-        "max-staleness": s.max_staleness,
-        "audit-retention": format!("{}s", s.audit_retention.as_secs()),
-        "shutdown-timeout": s.shutdown_timeout,
-    });
+/// The effective configuration: every setting of the server and the global options it
+/// reads, keyed by flag name, each value in a form its flag takes back, with the database
+/// URL's password hidden.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct EffectiveConfig<'a> {
+    #[serde(serialize_with = "redacted_url")]
+    database_url: &'a str,
+    log_format: LogFormat,
+    #[serde(flatten)]
+    settings: &'a Settings,
+}
+
+fn redacted_url<S: serde::Serializer>(url: &&str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// Prints the effective configuration: `name = value` lines, or one JSON object.
+fn print_config(database_url: &str, log_format: LogFormat, settings: &Settings, out: Output) {
+    let value = serde_json::to_value(EffectiveConfig {
+        database_url,
+        log_format,
+        settings,
+    })
+    .expect("the settings serialise");
     out.print(&value, || {
         value
             .as_object()

@@ -13,6 +13,7 @@ pub struct Agent {
     pub active: bool,
     /// Whether this is its company's default agent (derived from `company.default_agent_id`).
     pub is_default: bool,
+    #[serde(serialize_with = "crate::clock::serialize_ms")]
     pub created_at: i64,
 }
 

@@ -11,7 +11,9 @@ pub struct ApiKey {
     pub company_id: String,
     #[serde(skip)]
     pub secret_hash: Vec<u8>,
+    #[serde(serialize_with = "crate::clock::serialize_ms")]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::clock::serialize_opt_ms")]
     pub revoked_at: Option<i64>,
     /// Comma-separated: `mint` (token endpoint) and/or `manage` (invalidate, revoke,
     /// introspect, audit).
@@ -23,6 +25,7 @@ pub struct ApiKey {
     /// After a roll, the previous secret's hash, valid until `previous_expires_at`.
     #[serde(skip)]
     pub previous_secret_hash: Option<Vec<u8>>,
+    #[serde(serialize_with = "crate::clock::serialize_opt_ms")]
     pub previous_expires_at: Option<i64>,
 }
 

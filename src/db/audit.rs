@@ -10,7 +10,10 @@ use super::Result;
 pub struct AuditEvent {
     /// Assigned by the database; 0 before it is stored.
     pub id: i64,
-    /// Unix milliseconds.
+    /// When it happened: RFC 3339, UTC, with milliseconds.
+    // Unix milliseconds in memory and in the database.
+    #[serde(serialize_with = "crate::clock::serialize_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// What happened: `token.minted`, `user.invalidated`, `token.revoked`, `key.created`,
     /// `key.revoked`, `agent.created`, `agent.updated`, `company.created`, `company.updated`.

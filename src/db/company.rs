@@ -10,6 +10,7 @@ pub struct Company {
     pub name: String,
     pub active: bool,
     pub default_agent_id: Option<String>,
+    #[serde(serialize_with = "crate::clock::serialize_ms")]
     pub created_at: i64,
 }
 

@@ -18,7 +18,8 @@ use crate::token;
 pub struct MeResponse {
     pub user: UserBody,
     pub agent: AgentBody,
-    /// RFC 3339.
+    /// RFC 3339, UTC, with milliseconds.
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 

@@ -32,7 +32,7 @@ use crate::auth::api_key::random_base62;
 use crate::auth::{KeySecret, Scope, required_str};
 use crate::db::AuditEvent;
 use crate::error::{Error, Result};
-use crate::metrics::{RequestLabels, RouteLabels, method_label, route_label};
+use crate::metrics::{RequestLabels, Route, RouteLabels, method_label};
 use crate::token::{Caller, Credentials};
 
 pub fn router(state: AppState) -> Router {
@@ -160,34 +160,34 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = Route::new(req.extensions().get::<MatchedPath>().cloned());
     let mut res = next.run(req).await;
     let elapsed = started.elapsed();
-    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let status = res.status().as_u16();
     let request_id = id.to_str().unwrap_or_default();
+    let path = route.as_str();
     if let Some(cause) = res.extensions().get::<crate::error::InternalCause>() {
-        tracing::error!(request_id, method = %method, route, error = %cause.0, "request failed");
+        tracing::error!(request_id, method = %method, route = path, error = %cause.0, "request failed");
     }
     tracing::info!(
         request_id,
         method = %method,
-        route,
+        route = path,
         status,
         latency_us = elapsed.as_micros() as u64,
         "request"
     );
     let m = &state.metrics;
-    let route_label = route_label(Some(route).filter(|r| *r != "unmatched"));
-    m.requests
-        .get_or_create(&RequestLabels {
-            method: method_label(&method),
-            route: route_label,
-            status,
-        })
-        .inc();
+    let labels = RequestLabels {
+        method: method_label(&method),
+        route,
+        status,
+    };
+    m.requests.get_or_create(&labels).inc();
     m.latency
-        .get_or_create(&RouteLabels { route: route_label })
+        .get_or_create(&RouteLabels {
+            route: labels.route,
+        })
         .observe(elapsed.as_secs_f64());
     if status == 429 {
         m.rate_limited.inc();

@@ -117,7 +117,8 @@ impl From<Agent> for AgentBody {
 pub struct RevokeResponse {
     pub revoked: bool,
     pub jti: String,
-    /// RFC 3339.
+    /// RFC 3339, UTC, with milliseconds.
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 

@@ -93,7 +93,8 @@ pub struct InvalidatedUser {
 pub struct InvalidateResponse {
     pub invalidated: bool,
     pub user: InvalidatedUser,
-    /// RFC 3339.
+    /// RFC 3339, UTC, with milliseconds.
+    #[schema(format = DateTime)]
     pub invalidated_at: String,
 }
 

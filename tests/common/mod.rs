@@ -342,6 +342,25 @@ pub async fn assert_error(res: Response, status: u16, code: &str, says: &str) ->
     body
 }
 
+/// A time as every JSON answer and every `--json` output writes it: RFC 3339 in UTC with
+/// milliseconds (`2024-05-01T12:00:00.000Z`). Panics on anything else.
+pub fn wire_time(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a time string"));
+    assert!(
+        text.len() == 24 && text.as_bytes()[19] == b'.' && text.ends_with('Z'),
+        "{text} is not RFC 3339 UTC with milliseconds"
+    );
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// Whether `value` is a wire time (see [`wire_time`]) within a minute of now.
+pub fn is_recent_wire_time(value: &Value) -> bool {
+    (time::OffsetDateTime::now_utc() - wire_time(value)).abs() < time::Duration::minutes(1)
+}
+
 /// The claims of a JWT, read without verification.
 pub fn claims(token: &str) -> Value {
     use base64::Engine as _;

@@ -10,6 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
 use super::audit::basic_credentials;
 use super::chat::{
@@ -27,24 +29,78 @@ use crate::db::ConversationQuery;
 use crate::error::{Error, Result};
 use crate::token::{self, Caller, Credentials};
 
-#[derive(Deserialize, ToSchema)]
+/// The body of a reply. Its schema is written out below: a person's reply needs their name,
+/// which derived schemas cannot say.
+// Fields take any JSON value so that the checks in `reply` name the field that is wrong.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplyRequest {
-    /// 1–4000 characters; no control characters other than newline and tab.
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 4000)]
     text: Option<Value>,
-    /// Your idempotency key (1–128 letters, digits and `-_.:`); made for you when omitted.
-    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     client_message_id: Option<Value>,
-    /// `agent` (the default: the agent answers, under its name) or `operator` (a person,
-    /// named by `senderName`).
-    #[schema(value_type = Option<String>, pattern = "^(agent|operator)$")]
     sender_kind: Option<Value>,
-    /// The operator's name (required with `operator`), or a name to show instead of the
-    /// agent's.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
     sender_name: Option<Value>,
 }
+
+/// Characters other than controls (newline and tab allowed in a text), one of them not blank.
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
+const NAME_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+
+/// One of two objects: the agent's reply (`senderKind` absent, null or `agent`; a
+/// `senderName` optional, shown instead of the agent's name) or a person's (`senderKind`
+/// `operator` and their `senderName`).
+impl utoipa::PartialSchema for ReplyRequest {
+    fn schema() -> RefOr<Schema> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let shape = |title: &str, kind: ObjectBuilder, person: bool| {
+            let mut o = ObjectBuilder::new()
+                .title(Some(title))
+                .property(
+                    "text",
+                    string()
+                        .min_length(Some(1))
+                        .max_length(Some(4000))
+                        .pattern(Some(TEXT_PATTERN))
+                        .description(Some("1–4000 characters, not all blank; no control characters other than newline and tab")),
+                )
+                .required("text")
+                .property(
+                    "clientMessageId",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                        .pattern(Some("^[A-Za-z0-9._:-]{1,128}$"))
+                        .description(Some("Your idempotency key; made for you when omitted")),
+                )
+                .property("senderKind", kind)
+                .property(
+                    "senderName",
+                    string()
+                        .max_length(Some(100))
+                        .pattern(Some(NAME_PATTERN))
+                        .description(Some("The person's name, or a name shown instead of the agent's")),
+                );
+            if person {
+                o = o.required("senderKind").required("senderName");
+            }
+            o
+        };
+        OneOfBuilder::new()
+            .item(shape(
+                "As the agent",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .enum_values(Some([Some("agent"), None])),
+                false,
+            ))
+            .item(shape(
+                "As a person",
+                string().enum_values(Some(["operator"])),
+                true,
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ReplyRequest {}
 
 #[derive(Serialize, ToSchema)]
 pub struct ClosedResponse {

@@ -136,8 +136,8 @@ pub struct SendRequest {
     /// Your idempotency key for this message: 1–128 letters, digits and `-_.:`.
     #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     client_message_id: Option<Value>,
-    /// 1–4000 characters; no control characters other than newline and tab.
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 4000)]
+    /// 1–4000 characters, not all blank; no control characters other than newline and tab.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 4000, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     text: Option<Value>,
 }
 
@@ -295,6 +295,9 @@ pub async fn list_messages(
         (status = 401, description = "`token_expired`, `token_revoked` or `token_invalid`", body = ErrorBody),
         (status = 404, description = "No such conversation of this user and agent", body = ErrorBody),
         (status = 409, description = "`conversation_closed`: open a new one", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
+        (status = 429, description = "Sending too fast; see Retry-After", body = ErrorBody),
         (status = 503, description = "Retry", body = ErrorBody),
     ))]
 pub async fn send_message(
@@ -339,6 +342,8 @@ pub async fn send_message(
         (status = 400, description = "seq is not a seq of this conversation", body = ErrorBody),
         (status = 401, description = "`token_expired`, `token_revoked` or `token_invalid`", body = ErrorBody),
         (status = 404, description = "No such conversation of this user and agent", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
     ))]
 pub async fn mark_read(
     State(state): State<AppState>,

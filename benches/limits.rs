@@ -51,6 +51,8 @@ fn main() {
         mint_burst: 2000,
         auth_failures_per_minute: 30,
         new_users_per_key_per_day: 0,
+        chat_send_rate: 0,
+        chat_send_burst: 0,
     });
     let start = Instant::now();
     report("before", &limits, start);

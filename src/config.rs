@@ -170,6 +170,14 @@ pub struct Settings {
     )]
     pub new_users_per_key_per_day: u64,
 
+    /// Chat messages per second one end user may send (0: no limit).
+    #[arg(long, env = "PERFORMCHAT_CHAT_SEND_RATE", default_value_t = 20)]
+    pub chat_send_rate: u32,
+
+    /// How many messages above the rate one end user may burst (0: the rate).
+    #[arg(long, env = "PERFORMCHAT_CHAT_SEND_BURST", default_value_t = 40)]
+    pub chat_send_burst: u32,
+
     /// Origins allowed to call GET /rest/v1/auth/me from a browser, comma-separated, or * for
     /// any. Key endpoints never answer CORS.
     #[arg(long, env = "PERFORMCHAT_CORS_ORIGINS", default_value = "*")]
@@ -206,6 +214,12 @@ impl Settings {
             },
             auth_failures_per_minute: self.auth_failures_per_minute,
             new_users_per_key_per_day: self.new_users_per_key_per_day,
+            chat_send_rate: self.chat_send_rate,
+            chat_send_burst: if self.chat_send_burst == 0 {
+                self.chat_send_rate
+            } else {
+                self.chat_send_burst
+            },
         }
     }
 }

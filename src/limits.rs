@@ -53,6 +53,8 @@ const CLIENTS: usize = 7_168;
 /// KeyIds in each of the mint limiter, the failure limiter, the block table and the new-user
 /// counts.
 const KEY_IDS: usize = 3_584;
+/// Chat users in the send limiter.
+const CHAT_USERS: usize = 14_336;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LimitSettings {
@@ -63,6 +65,9 @@ pub struct LimitSettings {
     pub auth_failures_per_minute: u32,
     /// Distinct new users per key per UTC day; 0 (the default) turns it off.
     pub new_users_per_key_per_day: u64,
+    /// Chat messages per second per end user, and the burst above it; 0 turns it off.
+    pub chat_send_rate: u32,
+    pub chat_send_burst: u32,
 }
 
 /// The answer to an allowed mint: what to put in the `X-RateLimit-*` headers.
@@ -140,6 +145,7 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for Lru<K, Nanos> {
 pub struct Limits {
     settings: LimitSettings,
     mint: Option<Keyed<String>>,
+    chat_send: Option<Keyed<String>>,
     failures_by_ip: Option<Keyed<IpAddr>>,
     failures_by_key: Option<Keyed<String>>,
     blocked_ips: Lru<IpAddr, Block>,
@@ -188,6 +194,10 @@ impl Limits {
             mint: keyed(
                 quota(second, settings.mint_rate, settings.mint_burst),
                 key_ids,
+            ),
+            chat_send: keyed(
+                quota(second, settings.chat_send_rate, settings.chat_send_burst),
+                CHAT_USERS,
             ),
             failures_by_ip: keyed(quota(minute, failures, failures), clients),
             failures_by_key: keyed(quota(minute, failures, failures), key_ids),
@@ -246,6 +256,16 @@ impl Limits {
         }
     }
 
+    /// Counts one chat message of an end user against their rate; the wait when over it.
+    pub fn chat_send(&self, user_id: &str) -> Result<(), Duration> {
+        let Some(lim) = &self.chat_send else {
+            return Ok(());
+        };
+        lim.check_key(&user_id.to_owned())
+            .map(|_| ())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
     /// Whether the key may create one more new user today.
     pub fn new_user_allowed(&self, key_id: &str, now_ms: i64) -> Result<(), Error> {
         let quota = self.settings.new_users_per_key_per_day;
@@ -283,7 +303,10 @@ impl Limits {
     /// Forgets idle state: GCRA state indistinguishable from a fresh start (by governor's
     /// clock), strikes an hour old, new-user counts of other days. Called periodically.
     pub fn housekeeping(&self, now_ms: i64) {
-        for lim in [&self.mint, &self.failures_by_key].into_iter().flatten() {
+        for lim in [&self.mint, &self.failures_by_key, &self.chat_send]
+            .into_iter()
+            .flatten()
+        {
             lim.retain_recent();
         }
         if let Some(lim) = &self.failures_by_ip {
@@ -298,7 +321,7 @@ impl Limits {
 
     /// Entries held across all tables.
     pub fn tracked(&self) -> usize {
-        let limiters: usize = [&self.mint, &self.failures_by_key]
+        let limiters: usize = [&self.mint, &self.failures_by_key, &self.chat_send]
             .into_iter()
             .flatten()
             .map(|lim| lim.len())
@@ -356,6 +379,8 @@ mod tests {
             mint_burst: 2,
             auth_failures_per_minute: 3,
             new_users_per_key_per_day: 2,
+            chat_send_rate: 0,
+            chat_send_burst: 0,
         }
     }
 
@@ -492,6 +517,8 @@ mod tests {
             mint_burst: 1,
             auth_failures_per_minute: 1,
             new_users_per_key_per_day: 1,
+            chat_send_rate: 0,
+            chat_send_burst: 0,
         });
         let bound = 2 * CLIENTS + 4 * KEY_IDS;
         for n in 0..3 * KEY_IDS as u32 {
@@ -596,6 +623,8 @@ mod tests {
             mint_burst: 1,
             auth_failures_per_minute: 60_000,
             new_users_per_key_per_day: 0,
+            chat_send_rate: 0,
+            chat_send_burst: 0,
         });
         fast.failed(ip("2001:db8::1"), &key, 0);
         fast.mint(&key).unwrap();
@@ -624,6 +653,8 @@ mod tests {
         );
         let off = Limits::new(LimitSettings {
             new_users_per_key_per_day: 0,
+            chat_send_rate: 0,
+            chat_send_burst: 0,
             ..settings()
         });
         assert!(off.new_user_allowed("pk_a", 0).is_ok());
@@ -636,6 +667,8 @@ mod tests {
             mint_burst: 0,
             auth_failures_per_minute: 0,
             new_users_per_key_per_day: 0,
+            chat_send_rate: 0,
+            chat_send_burst: 0,
         });
         for _ in 0..100 {
             assert!(l.mint("pk_a").unwrap().is_none());

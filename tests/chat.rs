@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{TestApp, assert_error, spawn_app};
+use common::{TestApp, assert_error, spawn_app, spawn_app_with};
 use futures_util::future::join_all;
+use performchat::config::Settings;
 use reqwest::Response;
 use serde_json::{Value, json};
 
@@ -396,7 +397,11 @@ async fn a_conversation_of_another_user_agent_or_company_reads_like_one_that_doe
 
 #[tokio::test]
 async fn concurrent_sends_get_distinct_gapless_seqs_and_no_duplicates() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(Settings {
+        chat_send_rate: 0,
+        ..Default::default()
+    })
+    .await;
     let user = User::new(&app, "busy").await;
     let id = user.open().await["conversation"]["id"]
         .as_str()
@@ -580,4 +585,34 @@ async fn browsers_may_call_the_user_side_and_never_the_company_side() {
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
     let res = preflight("/rest/v1/agent/conversations").await.unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn a_user_sending_too_fast_is_told_to_wait_and_the_company_is_not() {
+    let app = spawn_app_with(Settings {
+        chat_send_rate: 1,
+        chat_send_burst: 3,
+        ..Default::default()
+    })
+    .await;
+    let user = User::new(&app, "fast").await;
+    let id = user.open().await["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..3 {
+        assert_eq!(user.send(&id, &format!("m{i}"), "hi").await.status(), 201);
+    }
+    let res = user.send(&id, "m3", "hi").await;
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_error(res, 429, "rate_limited", "too many messages").await;
+    let path = format!("/rest/v1/agent/conversations/{id}/messages");
+    for _ in 0..5 {
+        assert_eq!(
+            agent_post(&app, &path, json!({"text": "reply"}))
+                .await
+                .status(),
+            201
+        );
+    }
 }

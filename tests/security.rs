@@ -279,6 +279,40 @@ async fn repeated_failed_authentications_block_the_client() {
     assert_eq!(off.mint(json!({"userId": "u"})).await.status(), 200);
 }
 
+/// The rate-limit state is cleaned by the server itself (every minute of its clock): an
+/// hour after their last failure, blocked clients and keyIds are forgotten.
+#[tokio::test]
+async fn the_server_forgets_old_blocks_by_itself() {
+    let app = spawn_app_with(Settings {
+        auth_failures_per_minute: 3,
+        ..Default::default()
+    })
+    .await;
+    let wrong = Tenant {
+        key_secret: KeySecret::generate().expose().into(),
+        ..app.tenant.clone()
+    };
+    for _ in 0..5 {
+        mint_with(&app, &wrong, json!({"userId": "u"})).await;
+    }
+    let blocked = app.state.limits.tracked();
+    assert!(blocked >= 3, "a client and a keyId are tracked: {blocked}");
+    app.advance_clock(Duration::from_secs(2 * 3600)).await;
+    let mut left = blocked;
+    for _ in 0..50 {
+        left = app.state.limits.tracked();
+        if left <= blocked - 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        left <= blocked - 2,
+        "the two blocks are forgotten: {left} of {blocked} left"
+    );
+    assert_eq!(app.mint(json!({"userId": "u"})).await.status(), 200);
+}
+
 #[tokio::test]
 async fn a_daily_quota_of_new_users_stops_a_flood_but_not_known_users() {
     let settings = Settings {

@@ -167,6 +167,14 @@ pub async fn send(
     client_message_id: &ClientMessageId,
     text: &MessageText,
 ) -> Result<Sent> {
+    if sender == SenderKind::User
+        && let Err(wait) = state.limits.chat_send(&conversation.user_id)
+    {
+        return Err(Error::RateLimited {
+            message: "sending too many messages per second: slow down",
+            retry_after_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        });
+    }
     let id = format!("msg_{}", cuid2::create_id());
     let new = NewMessage {
         id: &id,

@@ -106,9 +106,12 @@ impl App {
         let grace = Duration::from_secs(self.state.settings.shutdown_timeout.into());
         let signalled = CancellationToken::new();
         let on_signal = signalled.clone();
+        let state = self.state.clone();
         let server = crate::http::serve(listener, self.state.clone(), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
+            // Chat sockets are told to reconnect (to another instance) and catch up.
+            state.chat.hub.close_all(1001);
             on_signal.cancel();
         });
         let served = tokio::select! {

@@ -103,6 +103,14 @@ pub struct Metrics {
     pub change_feed_lag_ms: Gauge,
     pub change_feed_seq: Gauge,
     pub audit_queued: Gauge,
+    pub chat_sockets: Gauge,
+    pub chat_socket_closes: Family<CodeLabels, Counter>,
+    pub chat_messages: Family<NameLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: u16,
 }
 
 fn latency_histogram() -> Histogram {
@@ -130,6 +138,9 @@ impl Default for Metrics {
             change_feed_lag_ms: Gauge::default(),
             change_feed_seq: Gauge::default(),
             audit_queued: Gauge::default(),
+            chat_sockets: Gauge::default(),
+            chat_socket_closes: Family::default(),
+            chat_messages: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -208,11 +219,32 @@ impl Default for Metrics {
             "Audit events waiting to be written",
             m.audit_queued.clone(),
         );
+        registry.register(
+            "chat_sockets",
+            "Chat sockets open (authenticated) on this instance",
+            m.chat_sockets.clone(),
+        );
+        registry.register(
+            "chat_socket_closes",
+            "Chat sockets closed by the server, by close code",
+            m.chat_socket_closes.clone(),
+        );
+        registry.register(
+            "chat_messages",
+            "Chat messages stored, by sender kind",
+            m.chat_messages.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    pub fn chat_closed(&self, code: u16) {
+        self.chat_socket_closes
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
     pub fn cache(&self, name: &'static str, hit: bool) {
         let family = if hit {
             &self.cache_hits

@@ -189,6 +189,13 @@ pub async fn send(
     match state.db.append_message(&new).await {
         Ok((message, duplicate)) => {
             if !duplicate {
+                state
+                    .metrics
+                    .chat_messages
+                    .get_or_create(&crate::metrics::NameLabels {
+                        name: sender.as_str(),
+                    })
+                    .inc();
                 // Committed: every socket of the user hears of it (the sender's own too,
                 // after its ack).
                 let push = Arc::new(Push::Message {

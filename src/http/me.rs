@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::openapi::ErrorBody;
 use super::token::{AgentBody, UserBody};
 use crate::app::AppState;
+use crate::auth::jwt::Claims;
 use crate::clock::rfc3339_s;
 use crate::error::{Error, Result};
 use crate::token;
@@ -33,14 +34,19 @@ pub struct MeResponse {
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<MeResponse>> {
     let token = bearer(&headers)?;
     let claims = token::verify(&state, token)?;
-    let external_id = token::external_id(&state, &claims.company_id, &claims.sub).await?;
-    let agent = token::find_agent(&state, &claims.company_id, &claims.agent_id).await?;
+    Ok(Json(describe(&state, claims).await?))
+}
+
+/// What a verified token says (also the chat socket's `ready` frame).
+pub(super) async fn describe(state: &AppState, claims: Claims) -> Result<MeResponse> {
+    let external_id = token::external_id(state, &claims.company_id, &claims.sub).await?;
+    let agent = token::find_agent(state, &claims.company_id, &claims.agent_id).await?;
     let (Some(external_id), Some(agent)) = (external_id, agent) else {
         return Err(Error::TokenInvalid(
             "the token's user or agent no longer exists",
         ));
     };
-    Ok(Json(MeResponse {
+    Ok(MeResponse {
         user: UserBody {
             id: claims.sub,
             external_id,
@@ -49,7 +55,7 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
         },
         agent: AgentBody::from(agent),
         expires_at: rfc3339_s(claims.exp),
-    }))
+    })
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).

@@ -12,6 +12,7 @@ mod ops;
 mod query;
 mod token;
 mod user;
+mod ws;
 
 pub use json::{BODY_LIMIT, parse_object};
 
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             "/rest/v1/chat/conversations/{id}/read",
             post(chat::mark_read),
         )
+        .route("/rest/v1/chat/ws", get(ws::chat_socket))
         // Set before the CORS layer so that the layer also wraps it and answers preflights.
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(

@@ -193,6 +193,13 @@ pub async fn spawn_app_on(test_db: TestDb, settings: Settings) -> TestApp {
     app
 }
 
+impl TestApp {
+    /// Starts the server's shutdown (as SIGTERM does).
+    pub fn shut_down(&self) {
+        self.stop.cancel();
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();

@@ -1,0 +1,609 @@
+//! `GET /rest/v1/chat/ws`: the chat over one WebSocket, as `docs/chat-protocol.md` describes
+//! it. JSON text frames, one object each; the first must be `auth` (the token never travels
+//! in the URL, which lands in access logs). This file is the transport: it reads and writes
+//! frames and calls the chat's operations, which the REST handlers call too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::chat::{ConversationBody, MessageBody};
+use super::me::{MeResponse, describe};
+use crate::app::AppState;
+use crate::auth::jwt::Claims;
+use crate::chat::hub::{Push, Socket};
+use crate::chat::rules::{ClientMessageId, MessageText, SenderKind};
+use crate::chat::{self, ChatUser};
+use crate::clock::rfc3339_s;
+use crate::db::{Side, Window};
+use crate::error::Error;
+use crate::token::{self, Death};
+
+/// The largest frame a client may send; a larger one closes the socket with 1009.
+const MAX_FRAME: usize = 64 * 1024;
+const AUTH_WITHIN: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// A socket that has sent nothing (not even a pong) for this long is dropped.
+const SILENT_FOR: Duration = Duration::from_secs(60);
+
+/// Close codes (docs/chat-protocol.md), with the reason sent beside each.
+pub mod close {
+    pub const GOING_AWAY: (u16, &str) = (1001, "going_away");
+    pub const TOO_BIG: (u16, &str) = (1009, "message_too_big");
+    pub const TOKEN_EXPIRED: (u16, &str) = (4001, "token_expired");
+    pub const TOKEN_REVOKED: (u16, &str) = (4002, "token_revoked");
+    pub const ACCESS_REVOKED: (u16, &str) = (4003, "access_revoked");
+    pub const TOKEN_INVALID: (u16, &str) = (4004, "token_invalid");
+    pub const PROTOCOL_ERROR: (u16, &str) = (4008, "protocol_error");
+    pub const TOO_SLOW: (u16, &str) = (4009, "too_slow");
+    pub const UNAVAILABLE: (u16, &str) = (4013, "unavailable");
+
+    pub fn reason(code: u16) -> &'static str {
+        [
+            GOING_AWAY,
+            TOO_BIG,
+            TOKEN_EXPIRED,
+            TOKEN_REVOKED,
+            ACCESS_REVOKED,
+            TOKEN_INVALID,
+            PROTOCOL_ERROR,
+            TOO_SLOW,
+            UNAVAILABLE,
+        ]
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("", |(_, r)| r)
+    }
+}
+
+fn close_for(death: Death) -> (u16, &'static str) {
+    match death {
+        Death::Invalid(_) => close::TOKEN_INVALID,
+        Death::Expired => close::TOKEN_EXPIRED,
+        Death::Revoked(_) => close::TOKEN_REVOKED,
+        Death::AccessRevoked(_) => close::ACCESS_REVOKED,
+        Death::Unavailable => close::UNAVAILABLE,
+    }
+}
+
+/// Frames the server sends. Each reply carries the `id` of the frame it answers.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Out<'a> {
+    Ready {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        #[serde(flatten)]
+        me: MeResponse,
+    },
+    Conversation {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        conversation: ConversationBody,
+        messages: Vec<MessageBody>,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        message: MessageBody,
+        duplicate: bool,
+    },
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        #[serde(rename = "conversationId")]
+        conversation_id: &'a str,
+        messages: Vec<MessageBody>,
+        #[serde(rename = "hasMore")]
+        has_more: bool,
+    },
+    Refreshed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        #[serde(rename = "expiresAt")]
+        expires_at: String,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+        code: &'a str,
+        message: String,
+        /// Seconds to wait, with `rate_limited`.
+        #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+    Message {
+        #[serde(rename = "conversationId")]
+        conversation_id: &'a str,
+        message: MessageBody,
+    },
+    ConversationClosed {
+        #[serde(rename = "conversationId")]
+        conversation_id: &'a str,
+    },
+    Expiring {
+        #[serde(rename = "expiresAt")]
+        expires_at: String,
+    },
+}
+
+fn text(out: &Out<'_>) -> Frame {
+    Frame::Text(Utf8Bytes::from(
+        serde_json::to_string(out).expect("frames serialise"),
+    ))
+}
+
+fn error_frame<'a>(id: Option<&'a Value>, e: &Error) -> Out<'a> {
+    let (code, retry_after) = match e {
+        Error::RateLimited { retry_after_s, .. } => ("rate_limited", Some(*retry_after_s)),
+        Error::NotFound(_) => ("not_found", None),
+        Error::ConversationClosed => ("conversation_closed", None),
+        Error::Unavailable => ("unavailable", None),
+        Error::TokenInvalid(_) | Error::TokenExpired | Error::TokenRevoked(_) => {
+            ("token_invalid", None)
+        }
+        Error::Internal(_) => ("internal", None),
+        _ => ("invalid_request", None),
+    };
+    if let Error::Internal(cause) = e {
+        tracing::error!(error = %format!("{cause:#}"), "chat socket request failed");
+    }
+    Out::Error {
+        id,
+        code,
+        message: e.client_message(),
+        retry_after,
+    }
+}
+
+/// Upgrades to the chat socket, with small buffers: an idle socket should cost kilobytes,
+/// and axum's defaults are 128 KiB each way.
+pub async fn chat_socket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .read_buffer_size(4 * 1024)
+        // Each frame is written at once rather than gathered.
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| session(state, socket))
+}
+
+async fn send(socket: &mut WebSocket, out: &Out<'_>) -> bool {
+    socket.send(text(out)).await.is_ok()
+}
+
+async fn close_with(socket: &mut WebSocket, (code, reason): (u16, &str)) {
+    let _ = socket
+        .send(Frame::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await;
+}
+
+/// A client frame: its `type`, its optional `id`, its other fields.
+type ClientFrame = (String, Option<Value>, Map<String, Value>);
+
+/// One client frame; `Err` for what is not one JSON object (or repeats a key).
+fn parse(frame: &str) -> Result<ClientFrame, Error> {
+    let mut map = super::parse_object(frame.as_bytes())?;
+    let id = map.remove("id").filter(|v| v.is_number() || v.is_string());
+    let kind = match map.remove("type") {
+        Some(Value::String(t)) => t,
+        _ => return Err(Error::invalid("a frame needs a string \"type\"")),
+    };
+    Ok((kind, id, map))
+}
+
+fn string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, Error> {
+    match fields.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        None | Some(Value::Null) => Err(Error::invalid(format!("{name} is required"))),
+        Some(_) => Err(Error::invalid(format!("{name} must be a non-empty string"))),
+    }
+}
+
+fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => Ok(n.as_i64()),
+        Some(_) => Err(Error::invalid(format!(
+            "{name} must be an integer of at least 0"
+        ))),
+    }
+}
+
+async fn session(state: AppState, mut socket: WebSocket) {
+    let Some(claims) = authenticate(&state, &mut socket).await else {
+        return;
+    };
+    let hub = &state.chat.hub;
+    let joined = hub.join(&claims);
+    state.metrics.chat_sockets.inc();
+    let mut live = Live {
+        state: &state,
+        claims,
+        socket_id: joined.id,
+        expiring_sent: false,
+    };
+    let code = live.run(&mut socket, joined).await;
+    hub.leave(live.socket_id);
+    state.metrics.chat_sockets.dec();
+    if let Some(code) = code {
+        state.metrics.chat_closed(code.0);
+        close_with(&mut socket, code).await;
+    }
+}
+
+/// Waits for the `auth` frame and answers `ready`; closes the socket on anything else.
+async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<Claims> {
+    let first = match tokio::time::timeout(AUTH_WITHIN, socket.recv()).await {
+        Err(_) => {
+            close_with(socket, close::PROTOCOL_ERROR).await;
+            return None;
+        }
+        Ok(None) | Ok(Some(Err(_))) => return None,
+        Ok(Some(Ok(frame))) => frame,
+    };
+    let Frame::Text(frame) = first else {
+        close_with(socket, close::PROTOCOL_ERROR).await;
+        return None;
+    };
+    let (id, fields) = match parse(frame.as_str()) {
+        Ok((kind, id, fields)) if kind == "auth" => (id, fields),
+        _ => {
+            close_with(socket, close::PROTOCOL_ERROR).await;
+            return None;
+        }
+    };
+    let checked = match fields.get("token") {
+        Some(Value::String(t)) => {
+            token::decode(state, t).and_then(|c| token::check_alive(state, &c).map(|()| c))
+        }
+        _ => Err(Death::Invalid("the auth frame needs a token")),
+    };
+    let claims = match checked {
+        Ok(claims) => claims,
+        Err(death) => {
+            state.metrics.chat_closed(close_for(death).0);
+            close_with(socket, close_for(death)).await;
+            return None;
+        }
+    };
+    match describe(state, claims.clone()).await {
+        Ok(me) => {
+            if !send(
+                socket,
+                &Out::Ready {
+                    id: id.as_ref(),
+                    me,
+                },
+            )
+            .await
+            {
+                return None;
+            }
+        }
+        Err(e) => {
+            let code = match e {
+                Error::Unavailable => close::UNAVAILABLE,
+                _ => close::TOKEN_INVALID,
+            };
+            close_with(socket, code).await;
+            return None;
+        }
+    }
+    Some(claims)
+}
+
+/// What a client frame gets back.
+enum Reply<'a> {
+    Frame(Box<Out<'a>>),
+    /// `typing` and `read` get no reply.
+    None,
+    /// `refresh` changes the socket itself.
+    Refresh,
+}
+
+fn reply(out: Out<'_>) -> Reply<'_> {
+    Reply::Frame(Box::new(out))
+}
+
+/// An authenticated socket.
+struct Live<'a> {
+    state: &'a AppState,
+    claims: Claims,
+    socket_id: u64,
+    expiring_sent: bool,
+}
+
+impl Live<'_> {
+    fn user(&self) -> ChatUser {
+        ChatUser::from(&self.claims)
+    }
+
+    /// When to warn that the token expires: a minute before, or at 80 % of a short lifetime.
+    fn expiring_at_ms(&self) -> i64 {
+        let c = &self.claims;
+        let eighty_percent = c.iat * 1000 + (c.exp - c.iat) * 800;
+        ((c.exp - 60) * 1000).max(eighty_percent)
+    }
+
+    /// The socket's next deadline (the expiring warning, or the expiry) from now.
+    fn next_deadline(&self) -> Duration {
+        let now = self.state.clock.now_ms();
+        let at = if self.expiring_sent {
+            self.claims.exp * 1000
+        } else {
+            self.expiring_at_ms()
+        };
+        Duration::from_millis((at - now).max(0) as u64)
+    }
+
+    /// Checks the token again: a close code if it is dead; sends `expiring` when due.
+    async fn recheck(&mut self, socket: &mut WebSocket) -> Result<(), (u16, &'static str)> {
+        token::check_alive(self.state, &self.claims).map_err(close_for)?;
+        if !self.expiring_sent && self.state.clock.now_ms() >= self.expiring_at_ms() {
+            self.expiring_sent = true;
+            let out = Out::Expiring {
+                expires_at: rfc3339_s(self.claims.exp),
+            };
+            if !send(socket, &out).await {
+                return Err(close::GOING_AWAY);
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the socket until it closes; the close code to send, if any.
+    async fn run(
+        &mut self,
+        socket: &mut WebSocket,
+        mut joined: Socket,
+    ) -> Option<(u16, &'static str)> {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let mut last_heard = tokio::time::Instant::now();
+        loop {
+            if let Some(code) = joined.control.close_code() {
+                return Some((code, close::reason(code)));
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                frame = socket.recv() => {
+                    last_heard = tokio::time::Instant::now();
+                    match frame {
+                        None => return None,
+                        Some(Err(e)) => {
+                            // tungstenite refuses an oversized frame before handing it over.
+                            return if e.to_string().contains("too long") || e.to_string().contains("too big") {
+                                Some(close::TOO_BIG)
+                            } else {
+                                None
+                            };
+                        }
+                        Some(Ok(Frame::Text(t))) => {
+                            if let Err(code) = self.recheck(socket).await {
+                                return Some(code);
+                            }
+                            if !self.handle(socket, t.as_str()).await {
+                                return None;
+                            }
+                        }
+                        Some(Ok(Frame::Binary(_))) => {
+                            let e = Error::invalid("frames are JSON text, not binary");
+                            if !send(socket, &error_frame(None, &e)).await {
+                                return None;
+                            }
+                        }
+                        Some(Ok(Frame::Close(_))) => return None,
+                        Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+                    }
+                }
+                push = joined.frames.recv() => {
+                    let push = push?;
+                    if !self.deliver(socket, &push).await {
+                        return None;
+                    }
+                }
+                _ = joined.control.recheck.notified() => {
+                    if let Err(code) = self.recheck(socket).await {
+                        return Some(code);
+                    }
+                }
+                _ = tokio::time::sleep(deadline) => {
+                    if let Err(code) = self.recheck(socket).await {
+                        return Some(code);
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > SILENT_FOR {
+                        return None;
+                    }
+                    if let Err(code) = self.recheck(socket).await {
+                        return Some(code);
+                    }
+                    if socket.send(Frame::Ping(Default::default())).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, socket: &mut WebSocket, push: &Arc<Push>) -> bool {
+        let out = match &**push {
+            Push::Message {
+                conversation_id,
+                message,
+            } => Out::Message {
+                conversation_id,
+                message: message.clone().into(),
+            },
+            Push::ConversationClosed { conversation_id } => {
+                Out::ConversationClosed { conversation_id }
+            }
+        };
+        send(socket, &out).await
+    }
+
+    /// Answers one client frame; false once the socket is gone.
+    async fn handle(&mut self, socket: &mut WebSocket, frame: &str) -> bool {
+        let (kind, id, fields) = match parse(frame) {
+            Ok(parsed) => parsed,
+            Err(e) => return send(socket, &error_frame(None, &e)).await,
+        };
+        let id = id.as_ref();
+        let user = self.user();
+        let state = self.state;
+        let result: Result<Reply<'_>, Error> = async {
+            match kind.as_str() {
+                "ping" => Ok(reply(Out::Pong { id })),
+                "open" => {
+                    let (conversation, messages) = chat::open(state, &user).await?;
+                    Ok(reply(Out::Conversation {
+                        id,
+                        conversation: conversation.into(),
+                        messages: messages.into_iter().map(Into::into).collect(),
+                    }))
+                }
+                "send" => {
+                    let conversation_id = string(&fields, "conversationId")?;
+                    let cmid = ClientMessageId::parse(string(&fields, "clientMessageId")?)
+                        .map_err(Error::InvalidRequest)?;
+                    let text = match fields.get("text") {
+                        Some(Value::String(s)) => {
+                            MessageText::parse("text", s).map_err(Error::InvalidRequest)?
+                        }
+                        _ => return Err(Error::invalid("text is required, a string")),
+                    };
+                    let conversation =
+                        chat::user_conversation(state, &user, conversation_id).await?;
+                    let sent =
+                        chat::send(state, &conversation, SenderKind::User, None, &cmid, &text)
+                            .await?;
+                    Ok(reply(Out::Ack {
+                        id,
+                        message: sent.message.into(),
+                        duplicate: sent.duplicate,
+                    }))
+                }
+                "history" => {
+                    let conversation_id = string(&fields, "conversationId")?;
+                    let limit = integer(&fields, "limit")?.unwrap_or(50);
+                    if !(1..=200).contains(&limit) {
+                        return Err(Error::invalid("limit must be an integer from 1 to 200"));
+                    }
+                    let window = match (integer(&fields, "before")?, integer(&fields, "after")?) {
+                        (Some(_), Some(_)) => {
+                            return Err(Error::invalid("give before or after, not both"));
+                        }
+                        (Some(b), None) => Window::Before(b),
+                        (None, Some(a)) => Window::After(a),
+                        (None, None) => Window::Latest,
+                    };
+                    let conversation =
+                        chat::user_conversation(state, &user, conversation_id).await?;
+                    let (messages, has_more) =
+                        chat::history(state, &conversation, window, limit).await?;
+                    Ok(reply(Out::History {
+                        id,
+                        conversation_id,
+                        messages: messages.into_iter().map(Into::into).collect(),
+                        has_more,
+                    }))
+                }
+                "read" => {
+                    let conversation_id = string(&fields, "conversationId")?;
+                    let seq = integer(&fields, "seq")?
+                        .ok_or_else(|| Error::invalid("seq is required"))?;
+                    let conversation =
+                        chat::user_conversation(state, &user, conversation_id).await?;
+                    chat::mark_read(state, &conversation, Side::User, seq).await?;
+                    Ok(Reply::None)
+                }
+                "typing" => {
+                    let conversation_id = string(&fields, "conversationId")?;
+                    match fields.get("state").and_then(Value::as_str) {
+                        Some("start" | "stop") => {}
+                        _ => return Err(Error::invalid("state must be start or stop")),
+                    }
+                    // Checked, then dropped: the company side has no live channel yet.
+                    chat::user_conversation(state, &user, conversation_id).await?;
+                    Ok(Reply::None)
+                }
+                "refresh" => Ok(Reply::Refresh),
+                "auth" => Err(Error::invalid(
+                    "already authenticated: send refresh to change the token",
+                )),
+                other => Err(Error::invalid(format!(
+                    "unknown frame type {:?}",
+                    other.chars().take(32).collect::<String>()
+                ))),
+            }
+        }
+        .await;
+        match result {
+            Ok(Reply::Frame(out)) => send(socket, &out).await,
+            Ok(Reply::None) => true,
+            Ok(Reply::Refresh) => self.refresh(socket, id, &fields).await,
+            Err(e) => send(socket, &error_frame(id, &e)).await,
+        }
+    }
+
+    /// `refresh`: a new token for the same user, agent and company, in place.
+    async fn refresh(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<&Value>,
+        fields: &Map<String, Value>,
+    ) -> bool {
+        let refused = |code: &'static str, message: &str| Out::Error {
+            id,
+            code,
+            message: message.to_owned(),
+            retry_after: None,
+        };
+        let Some(Value::String(t)) = fields.get("token") else {
+            return send(socket, &refused("invalid_request", "token is required")).await;
+        };
+        let claims = match token::decode(self.state, t)
+            .and_then(|c| token::check_alive(self.state, &c).map(|()| c))
+        {
+            Ok(c) => c,
+            Err(death) => {
+                let e = Error::from(death);
+                return send(socket, &refused("token_invalid", &e.client_message())).await;
+            }
+        };
+        let old = &self.claims;
+        if claims.sub != old.sub
+            || claims.agent_id != old.agent_id
+            || claims.company_id != old.company_id
+        {
+            let out = refused(
+                "refresh_mismatch",
+                "the new token names another user, agent or company; the socket keeps its token",
+            );
+            return send(socket, &out).await;
+        }
+        self.state.chat.hub.refreshed(self.socket_id, &claims);
+        self.claims = claims;
+        self.expiring_sent = false;
+        let out = Out::Refreshed {
+            id,
+            expires_at: rfc3339_s(self.claims.exp),
+        };
+        send(socket, &out).await
+    }
+}

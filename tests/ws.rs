@@ -1,0 +1,458 @@
+//! The chat socket through the real server and a real WebSocket client: every frame of
+//! docs/chat-protocol.md, and every close code.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, assert_error, claims, forge, spawn_app, spawn_app_with};
+use futures_util::{SinkExt, StreamExt};
+use performchat::config::Settings;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A client socket.
+struct Client {
+    ws: Ws,
+}
+
+impl Client {
+    async fn connect(app: &TestApp) -> Client {
+        let url = format!("ws://{}/rest/v1/chat/ws", app.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Client { ws }
+    }
+
+    /// Connects and authenticates; returns the `ready` frame.
+    async fn ready(app: &TestApp, token: &str) -> (Client, Value) {
+        let mut c = Client::connect(app).await;
+        c.send(json!({"type": "auth", "token": token, "id": 1}))
+            .await;
+        let ready = c.next().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        (c, ready)
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON frame (within 5 s), skipping pings.
+    async fn next(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("the socket is open")
+                .expect("a frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the code and reason (within `within`).
+    async fn closed_within(&mut self, within: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("closed in time");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    panic!("closed without a close code")
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    async fn closed(&mut self) -> (u16, String) {
+        self.closed_within(Duration::from_secs(5)).await
+    }
+}
+
+async fn open(c: &mut Client) -> String {
+    c.send(json!({"type": "open", "id": "o"})).await;
+    let conv = c.next().await;
+    assert_eq!(conv["type"], "conversation", "{conv}");
+    assert_eq!(conv["id"], "o");
+    conv["conversation"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_socket_opens_sends_hears_and_catches_up() {
+    let app = spawn_app().await;
+    let minted = app.mint_ok("u1").await;
+    let token = minted["token"].as_str().unwrap();
+    let (mut a, ready) = Client::ready(&app, token).await;
+    assert_eq!(ready["id"], 1);
+    assert_eq!(ready["user"]["id"], minted["user"]["id"]);
+    assert_eq!(ready["user"]["externalId"], "u1");
+    assert_eq!(ready["agent"]["name"], "Support Agent");
+    assert!(ready["expiresAt"].is_string());
+    let (mut b, _) = Client::ready(&app, token).await; // a second tab
+    let conv = open(&mut a).await;
+
+    a.send(json!({"type": "send", "id": 7, "conversationId": conv, "clientMessageId": "m1", "text": "hello"}))
+        .await;
+    let ack = a.next().await;
+    assert_eq!(ack["type"], "ack", "the sender's ack comes first: {ack}");
+    assert_eq!(ack["id"], 7);
+    assert_eq!(ack["duplicate"], false);
+    assert_eq!(ack["message"]["seq"], 1);
+    let echo = a.next().await;
+    assert_eq!(echo["type"], "message");
+    assert_eq!(echo["conversationId"], conv);
+    assert_eq!(echo["message"], ack["message"]);
+    let other_tab = b.next().await;
+    assert_eq!(
+        other_tab["message"], ack["message"],
+        "every socket of the user"
+    );
+
+    a.send(json!({"type": "send", "id": 8, "conversationId": conv, "clientMessageId": "m1", "text": "hello"}))
+        .await;
+    let dup = a.next().await;
+    assert_eq!(dup["type"], "ack");
+    assert_eq!(dup["duplicate"], true);
+    assert_eq!(dup["message"]["id"], ack["message"]["id"]);
+
+    // The company answers over REST: the user's sockets hear it.
+    let res = app
+        .client
+        .post(app.url(&format!("/rest/v1/agent/conversations/{conv}/messages")))
+        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+        .json(&json!({"text": "Hi! How can I help?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let reply = a.next().await;
+    assert_eq!(reply["type"], "message");
+    assert_eq!(reply["message"]["sender"]["kind"], "agent");
+    assert_eq!(reply["message"]["seq"], 2);
+    assert_eq!(b.next().await["message"]["seq"], 2, "and the other tab");
+
+    // A reconnecting client catches up with history after the last seq it saw.
+    a.send(json!({"type": "history", "id": "h", "conversationId": conv, "after": 1}))
+        .await;
+    let history = a.next().await;
+    assert_eq!(history["type"], "history");
+    assert_eq!(history["id"], "h");
+    assert_eq!(history["conversationId"], conv);
+    assert_eq!(history["hasMore"], false);
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(history["messages"][0]["seq"], 2);
+
+    a.send(json!({"type": "read", "conversationId": conv, "seq": 2}))
+        .await;
+    a.send(json!({"type": "typing", "conversationId": conv, "state": "start"}))
+        .await;
+    a.send(json!({"type": "ping", "id": 9})).await;
+    assert_eq!(
+        a.next().await,
+        json!({"type": "pong", "id": 9}),
+        "read and typing get no reply"
+    );
+
+    let res = app
+        .client
+        .post(app.url(&format!("/rest/v1/agent/conversations/{conv}/close")))
+        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        a.next().await,
+        json!({"type": "conversation_closed", "conversationId": conv})
+    );
+    a.send(json!({"type": "send", "id": 10, "conversationId": conv, "clientMessageId": "m2", "text": "hey"}))
+        .await;
+    let refused = a.next().await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["id"], 10);
+    assert_eq!(refused["code"], "conversation_closed");
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
+    let app = spawn_app_with(Settings {
+        chat_send_rate: 1,
+        chat_send_burst: 1,
+        ..Default::default()
+    })
+    .await;
+    let token = app.token_for("u1").await;
+    let (mut c, _) = Client::ready(&app, &token).await;
+    let conv = open(&mut c).await;
+    let other = app.token_for("u2").await;
+    let (mut o, _) = Client::ready(&app, &other).await;
+    let theirs = open(&mut o).await;
+    for (frame, code) in [
+        (json!({"type": "dance", "id": 1}), "invalid_request"),
+        (
+            json!({"type": "send", "id": 2, "conversationId": conv, "clientMessageId": "a b", "text": "x"}),
+            "invalid_request",
+        ),
+        (
+            json!({"type": "send", "id": 3, "conversationId": conv, "clientMessageId": "a", "text": ""}),
+            "invalid_request",
+        ),
+        (
+            json!({"type": "send", "id": 4, "conversationId": theirs, "clientMessageId": "a", "text": "x"}),
+            "not_found",
+        ),
+        (
+            json!({"type": "history", "id": 5, "conversationId": conv, "before": 1, "after": 1}),
+            "invalid_request",
+        ),
+        (
+            json!({"type": "auth", "id": 6, "token": token}),
+            "invalid_request",
+        ),
+    ] {
+        c.send(frame.clone()).await;
+        let e = c.next().await;
+        assert_eq!(e["type"], "error", "{frame}");
+        assert_eq!(e["code"], code, "{frame}: {e}");
+        assert_eq!(e["id"], frame["id"]);
+        assert!(e["message"].as_str().unwrap().len() > 5);
+    }
+    c.ws.send(Message::text("not json")).await.unwrap();
+    assert_eq!(c.next().await["code"], "invalid_request");
+
+    c.send(json!({"type": "send", "id": 20, "conversationId": conv, "clientMessageId": "r1", "text": "x"})).await;
+    assert_eq!(c.next().await["type"], "ack");
+    assert_eq!(c.next().await["type"], "message");
+    c.send(json!({"type": "send", "id": 21, "conversationId": conv, "clientMessageId": "r2", "text": "x"})).await;
+    let limited = c.next().await;
+    assert_eq!(limited["code"], "rate_limited");
+    assert_eq!(limited["retryAfter"], 1);
+    c.send(json!({"type": "ping", "id": 22})).await;
+    assert_eq!(c.next().await["type"], "pong", "still open");
+}
+
+#[tokio::test]
+async fn refresh_swaps_the_token_in_place_only_for_the_same_user_agent_and_company() {
+    let app = spawn_app().await;
+    let token = app.token_for("u1").await;
+    let (mut c, _) = Client::ready(&app, &token).await;
+    let later = app
+        .mint(json!({"userId": "u1", "expiresIn": "2h"}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.send(json!({"type": "refresh", "id": 1, "token": later}))
+        .await;
+    let refreshed = c.next().await;
+    assert_eq!(refreshed["type"], "refreshed", "{refreshed}");
+    assert_eq!(refreshed["id"], 1);
+    let other_user = app.token_for("u2").await;
+    c.send(json!({"type": "refresh", "id": 2, "token": other_user}))
+        .await;
+    let e = c.next().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("refresh_mismatch"))
+    );
+    c.send(json!({"type": "refresh", "id": 3, "token": "garbage"}))
+        .await;
+    assert_eq!(c.next().await["code"], "token_invalid");
+    // The first token is revoked: the socket lives on the refreshed one.
+    let res = app
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": token})),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    c.send(json!({"type": "ping", "id": 4})).await;
+    assert_eq!(c.next().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
+    let app = spawn_app().await;
+    // 4002: the user invalidated.
+    let minted = app.mint_ok("u1").await;
+    let (mut c, _) = Client::ready(&app, minted["token"].as_str().unwrap()).await;
+    let res = app
+        .invalidate(&app.tenant, json!({"userId": minted["user"]["id"]}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(c.closed().await, (4002, "token_revoked".into()));
+
+    // 4002: this token revoked; another socket of the user lives.
+    let t1 = app.token_for("u2").await;
+    let t2 = app.token_for("u2").await;
+    let (mut c1, _) = Client::ready(&app, &t1).await;
+    let (mut c2, _) = Client::ready(&app, &t2).await;
+    let res = app
+        .post(
+            "/rest/v1/auth/revoke",
+            &app.with_key(&app.tenant, json!({"token": t1})),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(c1.closed().await.0, 4002);
+    c2.send(json!({"type": "ping"})).await;
+    assert_eq!(c2.next().await["type"], "pong");
+
+    // 4003: the agent deactivated.
+    let (mut c3, _) = Client::ready(&app, &app.token_for("u3").await).await;
+    app.db
+        .update_agent(
+            &app.tenant.agent,
+            performchat::db::AgentUpdate {
+                active: Some(false),
+                ..Default::default()
+            },
+            app.clock.now_ms(),
+        )
+        .await
+        .unwrap();
+    app.state.tokens.wake();
+    assert_eq!(c3.closed().await, (4003, "access_revoked".into()));
+    assert_eq!(c2.closed().await.0, 4003);
+}
+
+#[tokio::test]
+async fn a_revoked_key_or_an_inactive_company_closes_with_4003_and_a_retired_signing_key_with_4002()
+{
+    let app = spawn_app().await;
+    let (mut by_key, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    app.db
+        .revoke_api_key(&app.tenant.key_id, app.clock.now_ms())
+        .await
+        .unwrap();
+    app.state.tokens.wake();
+    assert_eq!(by_key.closed().await.0, 4003);
+
+    let app = spawn_app().await;
+    let (mut by_company, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    app.db
+        .set_company_active(&app.tenant.company, false, app.clock.now_ms())
+        .await
+        .unwrap();
+    app.state.tokens.wake();
+    assert_eq!(by_company.closed().await.0, 4003);
+
+    let app = spawn_app().await;
+    let (mut old_key, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    let now = app.clock.now_ms();
+    app.db
+        .rotate_signing_key("sig_2", &[5u8; 32], now + 1000, now)
+        .await
+        .unwrap();
+    app.synced().await;
+    old_key.send(json!({"type": "ping"})).await;
+    assert_eq!(
+        old_key.next().await["type"],
+        "pong",
+        "verifies until retirement"
+    );
+    app.advance_clock(Duration::from_secs(2)).await;
+    app.state.chat.hub.poke_all();
+    assert_eq!(old_key.closed().await.0, 4002);
+}
+
+#[tokio::test]
+async fn a_token_warns_before_it_expires_and_closes_with_4001_unless_refreshed() {
+    let app = spawn_app().await;
+    let token = app
+        .mint(json!({"userId": "u1", "expiresIn": "10m"}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exp = claims(&token)["exp"].as_i64().unwrap();
+    let (mut c, _) = Client::ready(&app, &token).await;
+    // The socket's own timer fires on the real clock; the test moves the server's clock and
+    // pokes the socket as that timer would.
+    app.advance_clock(Duration::from_secs(9 * 60 + 1)).await;
+    app.state.chat.hub.poke_all();
+    let expiring = c.next().await;
+    assert_eq!(expiring["type"], "expiring");
+    assert_eq!(expiring["expiresAt"], performchat::clock::rfc3339_s(exp));
+    app.advance_clock(Duration::from_secs(60)).await;
+    app.state.chat.hub.poke_all();
+    assert_eq!(c.closed().await, (4001, "token_expired".into()));
+}
+
+#[tokio::test]
+async fn sockets_that_never_authenticate_properly_are_closed() {
+    let app = spawn_app().await;
+    // A frame before auth that is not one.
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "open"})).await;
+    assert_eq!(c.closed().await, (4008, "protocol_error".into()));
+    // A forged token.
+    let mut c = Client::connect(&app).await;
+    let mut forged = claims(&app.token_for("u1").await);
+    forged["sub"] = json!("someone_else");
+    c.send(json!({"type": "auth", "token": forge(r#"{"alg":"HS256","typ":"JWT"}"#, &forged, b"guess")})).await;
+    assert_eq!(c.closed().await, (4004, "token_invalid".into()));
+    // An expired token.
+    let token = app.token_for("u1").await;
+    app.advance_clock(Duration::from_secs(2 * 3600)).await;
+    let mut c = Client::connect(&app).await;
+    c.send(json!({"type": "auth", "token": token})).await;
+    assert_eq!(c.closed().await.0, 4001);
+    // Silence: no auth within 10 s.
+    let mut c = Client::connect(&app).await;
+    assert_eq!(c.closed_within(Duration::from_secs(12)).await.0, 4008);
+}
+
+#[tokio::test]
+async fn a_frame_over_64_kib_closes_with_1009_and_shutdown_with_1001() {
+    let app = spawn_app().await;
+    let token = app.token_for("u1").await;
+    let (mut big, _) = Client::ready(&app, &token).await;
+    let _ = big
+        .ws
+        .send(Message::text(format!(
+            r#"{{"type":"ping","pad":"{}"}}"#,
+            "x".repeat(70_000)
+        )))
+        .await;
+    assert_eq!(big.closed().await.0, u16::from(CloseCode::Size));
+
+    let (mut c, _) = Client::ready(&app, &token).await;
+    app.shut_down();
+    assert_eq!(c.closed().await, (1001, "going_away".into()));
+}
+
+#[tokio::test]
+async fn the_socket_endpoint_refuses_plain_http() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/rest/v1/chat/ws"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    let _ = assert_error;
+}

@@ -34,6 +34,10 @@ impl Client {
             .await;
         let ready = c.next().await;
         assert_eq!(ready["type"], "ready", "{ready}");
+        // A round trip: the socket has joined the hub and serves (a test that moves the
+        // clock next must not race the socket's first deadline).
+        c.send(json!({"type": "ping", "id": "joined"})).await;
+        assert_eq!(c.next().await, json!({"type": "pong", "id": "joined"}));
         (c, ready)
     }
 

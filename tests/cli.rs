@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Server, TestDb, cli, cli_json};
+use common::{Server, TestDb, cli, cli_json, create_acme};
 use performchat::db::{Db, UserRef};
 use serde_json::{Value, json};
 
@@ -128,17 +128,7 @@ async fn the_banner_is_json_with_the_json_flag() {
 async fn operators_manage_companies_agents_and_keys() {
     let db = TestDb::new().await;
     let url = &db.url;
-    let company = cli_json(
-        url,
-        &[
-            "company",
-            "create",
-            "--name",
-            "Acme",
-            "--id",
-            "company_acme",
-        ],
-    );
+    let company = create_acme(url);
     assert_eq!(company["id"], "company_acme");
     let generated = cli_json(url, &["company", "create", "--name", "Beta"]);
     assert!(generated["id"].as_str().unwrap().starts_with("company_"));

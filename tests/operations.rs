@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Server, Tenant, TestApp, TestDb, cli, cli_json, spawn_app};
+use common::{Server, Tenant, TestApp, TestDb, cli, cli_json, create_acme, spawn_app};
 use serde_json::{Value, json};
 
 fn basic(t: &Tenant) -> String {
@@ -363,17 +363,7 @@ async fn the_audit_trail_records_token_events_and_shows_each_company_only_its_ow
 async fn operator_changes_are_audited_and_readable_from_the_cli() {
     let db = TestDb::new().await;
     let url = &db.url;
-    cli(
-        url,
-        &[
-            "company",
-            "create",
-            "--name",
-            "Acme",
-            "--id",
-            "company_acme",
-        ],
-    );
+    create_acme(url);
     cli(
         url,
         &[

@@ -462,17 +462,7 @@ async fn cors_answers_only_the_configured_origins() {
 async fn operators_create_restricted_keys_roll_them_and_rotate_signing_keys() {
     let db = common::TestDb::new().await;
     let url = &db.url;
-    common::cli(
-        url,
-        &[
-            "company",
-            "create",
-            "--name",
-            "Acme",
-            "--id",
-            "company_acme",
-        ],
-    );
+    common::create_acme(url);
     let key = common::cli_json(
         url,
         &[

@@ -16,7 +16,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, T
 use super::audit::basic_credentials;
 use super::chat::{
     ConversationBody, ConversationPage, MessagePage, MessageResponse, client_message_id, cursor,
-    next_cursor, required_text, window,
+    required_text, window,
 };
 use super::json::JsonBody;
 use super::openapi::{ErrorBody, KeyEndpointErrors};
@@ -167,11 +167,7 @@ pub async fn list_conversations(
         },
     )
     .await?;
-    let next_cursor = next_cursor(&page, limit, |c| c.updated_at);
-    Ok(Json(ConversationPage {
-        conversations: page.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    Ok(Json(ConversationPage::of(page, limit, |c| c.updated_at)))
 }
 
 /// Messages of one of your company's conversations, oldest first.

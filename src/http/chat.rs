@@ -196,14 +196,18 @@ pub(super) fn cursor(value: Option<&str>) -> Result<Option<(i64, &str)>> {
         .ok_or_else(|| Error::invalid("cursor must be the nextCursor of a previous page"))
 }
 
-pub(super) fn next_cursor(
-    page: &[Conversation],
-    limit: i64,
-    at: impl Fn(&Conversation) -> i64,
-) -> Option<String> {
-    (page.len() as i64 == limit)
-        .then(|| page.last().map(|c| format!("{}.{}", at(c), c.id)))
-        .flatten()
+impl ConversationPage {
+    /// A page of at most `limit`; the cursor names its last one by `at` (the time it is
+    /// ordered by) and id.
+    pub(super) fn of(page: Vec<Conversation>, limit: i64, at: fn(&Conversation) -> i64) -> Self {
+        let next_cursor = (page.len() as i64 == limit)
+            .then(|| page.last().map(|c| format!("{}.{}", at(c), c.id)))
+            .flatten();
+        ConversationPage {
+            conversations: page.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }
+    }
 }
 
 /// Open the conversation of the token's user and agent, or resume the open one.
@@ -246,11 +250,7 @@ pub async fn list_conversations(
     let limit = q.limit("limit", 50, 200)?;
     let before = cursor(q.get("cursor"))?;
     let page = chat::list_for_user(&state, &user, before, limit).await?;
-    let next_cursor = next_cursor(&page, limit, |c| c.created_at);
-    Ok(Json(ConversationPage {
-        conversations: page.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    Ok(Json(ConversationPage::of(page, limit, |c| c.created_at)))
 }
 
 /// Messages of one of the token user's conversations, oldest first.

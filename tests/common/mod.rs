@@ -407,6 +407,21 @@ pub fn cli(database_url: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Creates the company `company_acme` ("Acme") with the CLI.
+pub fn create_acme(database_url: &str) -> Value {
+    cli_json(
+        database_url,
+        &[
+            "company",
+            "create",
+            "--name",
+            "Acme",
+            "--id",
+            "company_acme",
+        ],
+    )
+}
+
 /// Runs a CLI command with --json and parses its output.
 pub fn cli_json(database_url: &str, args: &[&str]) -> Value {
     let mut all = vec!["--json"];

@@ -88,6 +88,18 @@ impl Client {
     }
 }
 
+/// A token for user u1 that lives `expires_in`.
+async fn token_lasting(app: &TestApp, expires_in: &str) -> String {
+    let res = app
+        .mint(json!({"userId": "u1", "expiresIn": expires_in}))
+        .await;
+    assert_eq!(res.status(), 200);
+    res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn open(c: &mut Client) -> String {
     c.send(json!({"type": "open", "id": "o"})).await;
     let conv = c.next().await;
@@ -256,15 +268,7 @@ async fn refresh_swaps_the_token_in_place_only_for_the_same_user_agent_and_compa
     let app = spawn_app().await;
     let token = app.token_for("u1").await;
     let (mut c, _) = Client::ready(&app, &token).await;
-    let later = app
-        .mint(json!({"userId": "u1", "expiresIn": "2h"}))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let later = token_lasting(&app, "2h").await;
     c.send(json!({"type": "refresh", "id": 1, "token": later}))
         .await;
     let refreshed = c.next().await;
@@ -382,15 +386,7 @@ async fn a_revoked_key_or_an_inactive_company_closes_with_4003_and_a_retired_sig
 #[tokio::test]
 async fn a_token_warns_before_it_expires_and_closes_with_4001_unless_refreshed() {
     let app = spawn_app().await;
-    let token = app
-        .mint(json!({"userId": "u1", "expiresIn": "10m"}))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_lasting(&app, "10m").await;
     let exp = claims(&token)["exp"].as_i64().unwrap();
     let (mut c, _) = Client::ready(&app, &token).await;
     // The socket's own timer fires on the real clock; the test moves the server's clock and

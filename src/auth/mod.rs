@@ -67,11 +67,6 @@ pub fn optional_id<'a>(field: &str, value: Option<&'a Value>) -> Result<Option<&
     }
 }
 
-/// A required id field.
-pub fn required_id<'a>(field: &str, value: Option<&'a Value>) -> Result<&'a str, String> {
-    optional_id(field, value)?.ok_or_else(|| format!("{field} is required"))
-}
-
 /// 1–256 characters, none of them control characters.
 fn text_id<'a>(field: &str, s: &'a str) -> Result<&'a str, String> {
     if s.is_empty() {

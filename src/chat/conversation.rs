@@ -64,19 +64,7 @@ pub async fn open(state: &AppState, user: &ChatUser) -> Result<(Conversation, Ve
         }
     };
     if created {
-        state
-            .audit
-            .record(AuditEvent {
-                at: now,
-                kind: "conversation.opened".to_owned(),
-                outcome: "ok".to_owned(),
-                company_id: user.company_id.clone(),
-                user_id: Some(user.user_id.clone()),
-                agent_id: Some(user.agent_id.clone()),
-                detail: Some(conversation.id.clone()),
-                ..AuditEvent::default()
-            })
-            .await?;
+        audit(state, "conversation.opened", &conversation, None, now).await?;
     }
     let (messages, _) = state
         .db
@@ -250,20 +238,38 @@ pub async fn close(
             .chat
             .hub
             .to_user(&closed.user_id, &closed.agent_id, &push);
-        state
-            .audit
-            .record(AuditEvent {
-                at: now,
-                kind: "conversation.closed".to_owned(),
-                outcome: "ok".to_owned(),
-                company_id: closed.company_id.clone(),
-                key_id: Some(caller.key_id.clone()),
-                user_id: Some(closed.user_id.clone()),
-                agent_id: Some(closed.agent_id.clone()),
-                detail: Some(closed.id.clone()),
-                ..AuditEvent::default()
-            })
-            .await?;
+        audit(
+            state,
+            "conversation.closed",
+            &closed,
+            Some(&caller.key_id),
+            now,
+        )
+        .await?;
     }
     Ok(closed)
+}
+
+/// Records what happened to a conversation in the audit trail (its id in `detail`).
+async fn audit(
+    state: &AppState,
+    kind: &str,
+    conversation: &Conversation,
+    key_id: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    state
+        .audit
+        .record(AuditEvent {
+            at: now,
+            kind: kind.to_owned(),
+            outcome: "ok".to_owned(),
+            company_id: conversation.company_id.clone(),
+            key_id: key_id.map(str::to_owned),
+            user_id: Some(conversation.user_id.clone()),
+            agent_id: Some(conversation.agent_id.clone()),
+            detail: Some(conversation.id.clone()),
+            ..AuditEvent::default()
+        })
+        .await
 }

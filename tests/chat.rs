@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{TestApp, assert_error, spawn_app, spawn_app_with};
 use futures_util::future::join_all;
 use performchat::config::Settings;
@@ -613,6 +615,86 @@ async fn a_user_sending_too_fast_is_told_to_wait_and_the_company_is_not() {
                 .await
                 .status(),
             201
+        );
+    }
+}
+
+/// A 201 is only sent after the commit: kill -9 the real server under load, and every
+/// message it answered is there after a restart, with its seq.
+#[tokio::test]
+async fn kill_9_under_load_loses_no_answered_message() {
+    let db = common::TestDb::new().await;
+    let mut server = common::Server::start(&db.url, &["--json", "--chat-send-rate", "0"]);
+    let banner: Value = serde_json::from_str(&server.stdout).unwrap();
+    let b = banner["bootstrap"].clone();
+    let client = reqwest::Client::new();
+    let base = server.url("");
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (client, base, b) = (client.clone(), base.clone(), b.clone());
+            tokio::spawn(async move {
+                let body = json!({"keyId": b["keyId"], "keySecret": b["keySecret"], "userId": format!("w{w}")});
+                let minted: Value = client
+                    .post(format!("{base}/rest/v1/auth/token"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let token = minted["token"].as_str().unwrap().to_owned();
+                let opened: Value = client
+                    .post(format!("{base}/rest/v1/chat/conversations"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let conv = opened["conversation"]["id"].as_str().unwrap().to_owned();
+                let mut answered = Vec::new();
+                for i in 0.. {
+                    let send = client
+                        .post(format!("{base}/rest/v1/chat/conversations/{conv}/messages"))
+                        .bearer_auth(&token)
+                        .json(&json!({"clientMessageId": format!("m{i}"), "text": "durable?"}))
+                        .send()
+                        .await;
+                    let Ok(res) = send else { break };
+                    if res.status() != 201 {
+                        break;
+                    }
+                    let Ok(body) = res.json::<Value>().await else { break };
+                    answered.push((conv.clone(), body["message"]["seq"].as_i64().unwrap(), body["message"]["id"].clone()));
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill(); // SIGKILL: no shutdown, no flush.
+    let mut answered = Vec::new();
+    for w in workers {
+        answered.extend(w.await.unwrap());
+    }
+    assert!(
+        answered.len() > 20,
+        "too little load to prove anything: {}",
+        answered.len()
+    );
+
+    let db = performchat::db::Db::connect(&db.url).await.unwrap();
+    for (conv, seq, id) in &answered {
+        let (found, _) = db
+            .list_messages(conv, performchat::db::Window::After(seq - 1), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.first().map(|m| json!(m.id)),
+            Some(id.clone()),
+            "answered message {conv}#{seq} was lost"
         );
     }
 }

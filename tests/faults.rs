@@ -93,6 +93,19 @@ fn small_filesystem(dir: &std::path::Path) -> Option<PathBuf> {
     }
 }
 
+async fn post_bearer(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> reqwest::Response {
+    let mut req = app.client.post(app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap()
+}
+
 async fn readyz(app: &TestApp) -> u16 {
     let res = app.client.get(app.url("/readyz")).send().await.unwrap();
     res.status().as_u16()
@@ -144,9 +157,29 @@ async fn a_storage_fault_refuses_every_write_cleanly_and_writes_recover_by_thems
         let filler = mount.join("filler");
         (TestDb::sqlite_in(&mount), Fault::FullDisk { mount, filler })
     };
-    let app = spawn_app_on(test_db, Settings::default()).await;
+    let settings = Settings {
+        chat_send_rate: 0,
+        ..Default::default()
+    };
+    let app = spawn_app_on(test_db, settings).await;
     let before = app.mint_ok("before-the-fault").await;
     let token = before["token"].as_str().unwrap().to_owned();
+    let chatter = app.token_for("chatter").await;
+    let conversation = post_bearer(&app, &chatter, "/rest/v1/chat/conversations", None).await;
+    assert_eq!(conversation.status(), 200);
+    let conversation: serde_json::Value = conversation.json().await.unwrap();
+    let messages = format!(
+        "/rest/v1/chat/conversations/{}/messages",
+        conversation["conversation"]["id"].as_str().unwrap()
+    );
+    let send = |i: usize| {
+        post_bearer(
+            &app,
+            &chatter,
+            &messages,
+            Some(json!({"clientMessageId": format!("m{i}"), "text": "still there?"})),
+        )
+    };
 
     fault.start(&app).await;
     // New users, until the group commit cannot write (SQLite may still fit a few in its
@@ -184,10 +217,53 @@ async fn a_storage_fault_refuses_every_write_cleanly_and_writes_recover_by_thems
         "a clear CLI message: {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Chat messages: acknowledged (201) until the database refuses, then 503, never 500.
+    let mut acked = 0;
+    loop {
+        let res = send(acked).await;
+        match res.status().as_u16() {
+            201 => acked += 1,
+            503 => {
+                assert_error(res, 503, "unavailable", "retry").await;
+                break;
+            }
+            other => panic!("a message during the fault got {other}"),
+        }
+        assert!(acked < 5000, "messages were never refused");
+    }
     // Verification reads only memory: the token from before works throughout.
     assert_eq!(app.me(&token).await.status(), 200);
 
     fault.end(&app).await;
+    let status = until_ok(|| async {
+        match send(acked).await.status().as_u16() {
+            201 => 200,
+            other => other,
+        }
+    })
+    .await;
+    assert_eq!(status, 200, "messages again, without a restart");
+    let stored: serde_json::Value = app
+        .client
+        .get(app.url(&format!("{messages}?limit=200&after=0")))
+        .bearer_auth(&chatter)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=acked as i64 + 1).collect::<Vec<_>>(),
+        "every acknowledged message, gapless, and nothing refused"
+    );
     let status = until_ok(|| async {
         app.mint(json!({"userId": "after-the-fault"}))
             .await

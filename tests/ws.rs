@@ -456,3 +456,18 @@ async fn the_socket_endpoint_refuses_plain_http() {
     assert!(res.status().is_client_error());
     let _ = assert_error;
 }
+
+#[tokio::test]
+async fn a_stale_verification_state_closes_sockets_with_4013() {
+    // The change log is read once a minute here, so that the test decides when it is stale.
+    let app = spawn_app_with(Settings {
+        change_poll_ms: 60_000,
+        ..Default::default()
+    })
+    .await;
+    let (mut c, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    // Past --max-staleness (5 s) without reading the log, as when the database is unreachable.
+    app.clock.advance(Duration::from_secs(6));
+    app.state.chat.hub.poke_all();
+    assert_eq!(c.closed().await, (4013, "unavailable".into()));
+}

@@ -91,10 +91,11 @@ struct Lru<K, V>(Mutex<LruCache<K, V, RandomState>>);
 impl<K: Hash + Eq, V> Lru<K, V> {
     fn new(capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).expect("a table holds at least one entry");
-        Lru(Mutex::new(LruCache::with_hasher(
-            capacity,
-            RandomState::new(),
-        )))
+        // Made empty and then bounded, so that a table takes memory as it fills rather than
+        // all of it up front (`LruCache::with_hasher` reserves room for every entry).
+        let mut table = LruCache::unbounded_with_hasher(RandomState::new());
+        table.resize(capacity);
+        Lru(Mutex::new(table))
     }
 
     fn lock(&self) -> MutexGuard<'_, LruCache<K, V, RandomState>> {

@@ -44,7 +44,7 @@ pub enum TokenEvent {
 
 /// Events a slow subscriber may fall behind by before it sees `Lagged` (and must then
 /// re-check everything it holds).
-const EVENT_BUFFER: usize = 4096;
+const EVENT_BUFFER: usize = 1024;
 
 pub struct TokenState {
     /// Read caches of the mint path, evicted by the same changes.

@@ -308,3 +308,55 @@ async fn a_postgresql_restart_mid_load_loses_nothing_and_heals_itself() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// A chat socket held by instance B closes within a second of its token's death on
+/// instance A: the change feed (NOTIFY on PostgreSQL, the poll on a shared SQLite file)
+/// announces it, and B's sockets check their tokens again.
+#[tokio::test]
+async fn a_token_killed_on_one_instance_closes_its_sockets_on_another_within_a_second() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let db = TestDb::new().await;
+    let pair = two_instances(&db).await;
+    let minted = pair.mint(&pair.a, "u1").await;
+    let token = minted["token"].as_str().unwrap();
+    let url = pair
+        .b
+        .url("/rest/v1/chat/ws")
+        .replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "auth", "token": token}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let ready = ws.next().await.unwrap().unwrap();
+    assert!(ready.to_text().unwrap().contains("\"ready\""), "{ready:?}");
+
+    let res = pair
+        .post(
+            &pair.a,
+            "/rest/v1/auth/invalidate",
+            json!({"userId": minted["user"]["id"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let invalidated = Instant::now();
+    let code = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("B closed the socket in time")
+            .unwrap()
+            .unwrap();
+        if let Message::Close(Some(close)) = frame {
+            break u16::from(close.code);
+        }
+    };
+    assert_eq!(code, 4002);
+    assert!(
+        invalidated.elapsed() < Duration::from_secs(1),
+        "closed {:?} after the invalidation",
+        invalidated.elapsed()
+    );
+}

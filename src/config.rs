@@ -394,20 +394,28 @@ pub enum KeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Invalidate every token a user holds now; tokens minted afterwards work.
-    Invalidate {
-        #[arg(long)]
-        company: String,
-        /// The internal user id (user.id in the token response).
-        #[arg(
-            long,
-            conflicts_with = "external_id",
-            required_unless_present = "external_id"
-        )]
-        user: Option<String>,
-        /// The company's own user id (userId in the token request).
-        #[arg(long)]
-        external_id: Option<String>,
-    },
+    Invalidate(UserTarget),
+    /// Erase a user: their conversations and messages are deleted, their tokens refused and
+    /// their open chat sockets closed (the audit trail keeps that it happened, without
+    /// content). Minting again for their id makes a new user.
+    Erase(UserTarget),
+}
+
+/// Which user a command is about.
+#[derive(Debug, Args)]
+pub struct UserTarget {
+    #[arg(long)]
+    pub company: String,
+    /// The internal user id (user.id in the token response).
+    #[arg(
+        long,
+        conflicts_with = "external_id",
+        required_unless_present = "external_id"
+    )]
+    pub user: Option<String>,
+    /// The company's own user id (userId in the token request).
+    #[arg(long)]
+    pub external_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -471,3 +471,80 @@ async fn a_stale_verification_state_closes_sockets_with_4013() {
     app.state.chat.hub.poke_all();
     assert_eq!(c.closed().await, (4013, "unavailable".into()));
 }
+
+/// `performchat user erase`: the user's conversations and messages go, their sockets close,
+/// their tokens stay refused (also after a restart), the audit trail keeps only that it
+/// happened, and minting again for their id makes a new user.
+#[tokio::test]
+async fn an_erased_user_loses_their_conversations_tokens_and_sockets() {
+    let app = spawn_app().await;
+    let minted = app.mint_ok("leaving").await;
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let old_id = minted["user"]["id"].as_str().unwrap().to_owned();
+    let (mut c, _) = Client::ready(&app, &token).await;
+    let conv = open(&mut c).await;
+    c.send(json!({"type": "send", "id": 1, "conversationId": conv, "clientMessageId": "m1", "text": "my address is…"}))
+        .await;
+    assert_eq!(c.next().await["type"], "ack");
+
+    let url = app.test_db.url.clone();
+    let company = app.tenant.company.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        common::cli_json(
+            &url,
+            &[
+                "user",
+                "erase",
+                "--company",
+                &company,
+                "--external-id",
+                "leaving",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out["erased"], true);
+    assert_eq!(out["user"]["id"], old_id.as_str());
+    assert_eq!(c.closed().await, (4002, "token_revoked".into()));
+    assert_error(app.me(&token).await, 401, "token_revoked", "erased").await;
+    let res = app
+        .client
+        .get(app.url(&format!("/rest/v1/agent/conversations/{conv}/messages")))
+        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "the conversation is gone");
+    let events = app
+        .db
+        .list_audit_events(&performchat::db::AuditQuery {
+            company_id: &app.tenant.company,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let erased: Vec<_> = events.iter().filter(|e| e.kind == "user.erased").collect();
+    assert_eq!(erased.len(), 1);
+    assert_eq!(erased[0].user_id.as_deref(), Some(old_id.as_str()));
+
+    let again = app.mint_ok("leaving").await;
+    assert_ne!(again["user"]["id"], old_id.as_str(), "a new user");
+    let (mut fresh, _) = Client::ready(&app, again["token"].as_str().unwrap()).await;
+    fresh.send(json!({"type": "open", "id": "o"})).await;
+    let opened = fresh.next().await;
+    assert_ne!(opened["conversation"]["id"], conv.as_str());
+    assert_eq!(opened["messages"], json!([]));
+
+    // A server starting on this database refuses the old token too.
+    let db = performchat::db::Db::connect(&app.test_db.url)
+        .await
+        .unwrap();
+    let restarted = performchat::app::App::build(db, Settings::default(), Default::default())
+        .await
+        .unwrap();
+    let refused = performchat::token::verify(restarted.state(), &token).unwrap_err();
+    assert_eq!(refused.code(), "token_revoked");
+    restarted.stop().await;
+}

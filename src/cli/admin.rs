@@ -7,7 +7,9 @@ use super::Output;
 use crate::auth::KeySecret;
 use crate::auth::api_key::new_key_id;
 use crate::clock::{Clock, rfc3339_ms};
-use crate::config::{AgentCommand, CompanyCommand, KeyCommand, SigningKeyCommand, UserCommand};
+use crate::config::{
+    AgentCommand, CompanyCommand, KeyCommand, SigningKeyCommand, UserCommand, UserTarget,
+};
 use crate::db::{AgentUpdate, AuditEvent, AuditQuery, Db, KeyPolicy, UserRef};
 
 /// Records what an operator did in the audit trail.
@@ -334,18 +336,10 @@ pub async fn signing_key(db: &Db, cmd: SigningKeyCommand, out: Output) -> anyhow
 pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> {
     let now = Clock::default().now_ms();
     match cmd {
-        UserCommand::Invalidate {
-            company,
-            user,
-            external_id,
-        } => {
-            let user_ref = match (&user, &external_id) {
-                (Some(id), _) => UserRef::Id(id),
-                (None, Some(ext)) => UserRef::External(ext),
-                (None, None) => bail!("give --user or --external-id"),
-            };
-            let Some(u) = db.invalidate_user(&company, user_ref, now).await? else {
-                bail!("company {company:?} has no such user");
+        UserCommand::Invalidate(target) => {
+            let user_ref = target.user_ref();
+            let Some(u) = db.invalidate_user(&target.company, user_ref, now).await? else {
+                bail!("company {:?} has no such user", target.company);
             };
             let event = AuditEvent {
                 user_id: Some(u.id.clone()),
@@ -364,6 +358,28 @@ pub async fn user(db: &Db, cmd: UserCommand, out: Output) -> anyhow::Result<()> 
                         u.id, u.external_id
                     )
                 },
+            );
+        }
+        UserCommand::Erase(target) => {
+            let Some(u) = db
+                .erase_user(&target.company, target.user_ref(), now)
+                .await?
+            else {
+                bail!("company {:?} has no such user", target.company);
+            };
+            // The event names the erased id, nothing of what they said.
+            let event = AuditEvent {
+                user_id: Some(u.id.clone()),
+                ..Default::default()
+            };
+            audit(db, "user.erased", &u.company_id, event).await?;
+            out.print(
+                &json!({
+                    "erased": true,
+                    "user": {"id": u.id, "companyId": u.company_id},
+                    "erasedAt": rfc3339_ms(now),
+                }),
+                || format!("erased user {} with their conversations", u.id),
             );
         }
     }
@@ -410,4 +426,14 @@ pub async fn audit_read(
             .join("\n")
     });
     Ok(())
+}
+
+impl UserTarget {
+    fn user_ref(&self) -> UserRef<'_> {
+        match (&self.user, &self.external_id) {
+            (Some(id), _) => UserRef::Id(id),
+            // clap requires one of the two.
+            (None, ext) => UserRef::External(ext.as_deref().unwrap_or_default()),
+        }
+    }
 }

@@ -112,8 +112,10 @@ impl Db {
         let (user_versions, revoked_tokens, revoked_keys, inactive_agents, inactive_companies) =
             run!(self, |pool| {
                 let users = sqlx::query_as::<_, (String, i64)>(
-                    "SELECT id, token_version FROM app_user WHERE token_version > 0",
+                    "SELECT id, token_version FROM app_user WHERE token_version > 0 \
+                     UNION ALL SELECT id, $1 FROM erased_user",
                 )
+                .bind(super::ERASED)
                 .fetch_all(pool)
                 .await?;
                 let tokens = sqlx::query_as::<_, (String, i64)>(

@@ -124,6 +124,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+/// The token version of an erased user: every token minted for them is older.
+pub const ERASED: i64 = i64::MAX;
+
 /// How long a request waits for a database connection before it answers 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 

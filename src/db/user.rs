@@ -160,15 +160,59 @@ impl Db {
         })
     }
 
-    /// A user's current token version; 0 for a user never invalidated or not found.
+    /// A user's current token version; 0 for a user never invalidated or not found,
+    /// [`ERASED`](super::ERASED) for an erased one.
     pub async fn find_user_token_version(&self, id: &str) -> Result<i64> {
         Ok(run!(self, |pool| {
-            sqlx::query_scalar::<_, i64>("SELECT token_version FROM app_user WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await
+            sqlx::query_scalar::<_, i64>(
+                "SELECT token_version FROM app_user WHERE id = $1 \
+                 UNION ALL SELECT $2 FROM erased_user WHERE id = $1",
+            )
+            .bind(id)
+            .bind(super::ERASED)
+            .fetch_optional(pool)
+            .await
         })?
         .unwrap_or(0))
+    }
+
+    /// Deletes a user with their conversations and messages, and keeps their id as erased so
+    /// that their tokens stay refused. None for a user this company does not have.
+    pub async fn erase_user(
+        &self,
+        company_id: &str,
+        user: UserRef<'_>,
+        now_ms: i64,
+    ) -> Result<Option<User>> {
+        transaction!(self, |tx| {
+            let query = match user {
+                UserRef::Id(id) => sqlx::query_as::<_, User>(
+                    "DELETE FROM app_user WHERE company_id = $1 AND id = $2 \
+                     RETURNING id, company_id, external_id, token_version, invalidated_at",
+                )
+                .bind(company_id)
+                .bind(id),
+                UserRef::External(external_id) => sqlx::query_as::<_, User>(
+                    "DELETE FROM app_user WHERE company_id = $1 AND external_id = $2 \
+                     RETURNING id, company_id, external_id, token_version, invalidated_at",
+                )
+                .bind(company_id)
+                .bind(external_id),
+            };
+            let erased = query.fetch_optional(&mut *tx).await?;
+            if let Some(u) = &erased {
+                sqlx::query(
+                    "INSERT INTO erased_user (id, company_id, erased_at) VALUES ($1, $2, $3)",
+                )
+                .bind(&u.id)
+                .bind(company_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                record_change!(&mut *tx, ChangeKind::User, &u.id, now_ms);
+            }
+            erased
+        })
     }
 }
 

@@ -140,7 +140,10 @@ async fn user_for(
 ) -> Result<User> {
     let company_id = caller.company_id.as_str();
     let caches = &state.tokens.caches;
-    let cached = caches.user_id(company_id, external_id.as_str());
+    // An erased user's id is never minted for again: the company's id makes a new user.
+    let cached = caches
+        .user_id(company_id, external_id.as_str())
+        .filter(|id| !state.tokens.revocations().is_user_erased(id));
     state.metrics.cache("users", cached.is_some());
     if let Some(id) = cached {
         let token_version = state.tokens.revocations().user_version(&id);

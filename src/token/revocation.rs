@@ -51,13 +51,20 @@ impl Revocations {
         if self.inactive_agents.contains(&c.agent_id) {
             return access("the token's agent is inactive");
         }
-        if self.user_versions.get(&c.sub).is_some_and(|&v| c.ver < v) {
-            return token("the user's tokens have been invalidated");
+        match self.user_versions.get(&c.sub) {
+            Some(&crate::db::ERASED) => return token("the user has been erased"),
+            Some(&v) if c.ver < v => return token("the user's tokens have been invalidated"),
+            _ => {}
         }
         if self.revoked_tokens.contains_key(&c.jti) {
             return token("this token has been revoked");
         }
         Ok(())
+    }
+
+    /// Whether the user was erased (their id must not be minted for again).
+    pub fn is_user_erased(&self, user_id: &str) -> bool {
+        self.user_versions.get(user_id) == Some(&crate::db::ERASED)
     }
 
     /// The user's current token version (0 if never invalidated).

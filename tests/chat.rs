@@ -54,6 +54,14 @@ impl<'a> User<'a> {
         res.json().await.unwrap()
     }
 
+    /// Opens (or resumes) the conversation and returns its id.
+    async fn open_id(&self) -> String {
+        self.open().await["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     async fn send(&self, conversation: &str, cmid: &str, text: &str) -> Response {
         self.post(
             &format!("/rest/v1/chat/conversations/{conversation}/messages"),
@@ -181,10 +189,7 @@ async fn a_user_opens_resumes_and_sends_messages_once_each() {
 async fn the_company_replies_as_its_agent_or_a_person_and_closes_the_conversation() {
     let app = spawn_app().await;
     let user = User::new(&app, "u1").await;
-    let id = user.open().await["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = user.open_id().await;
     assert_eq!(
         user.send(&id, "q1", "Where is my order?").await.status(),
         201
@@ -306,10 +311,7 @@ async fn the_company_replies_as_its_agent_or_a_person_and_closes_the_conversatio
 async fn a_conversation_of_another_user_agent_or_company_reads_like_one_that_does_not_exist() {
     let app = spawn_app().await;
     let owner = User::new(&app, "owner").await;
-    let id = owner.open().await["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = owner.open_id().await;
     let stranger = User::new(&app, "stranger").await;
     let body_of = |res: Response| async move {
         assert_eq!(res.status(), 404);
@@ -405,10 +407,7 @@ async fn concurrent_sends_get_distinct_gapless_seqs_and_no_duplicates() {
     })
     .await;
     let user = User::new(&app, "busy").await;
-    let id = user.open().await["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = user.open_id().await;
     // 40 distinct messages, each sent twice at once, with replies from the company between.
     let sends = (0..80).map(|i| {
         let user = &user;
@@ -462,10 +461,7 @@ async fn concurrent_sends_get_distinct_gapless_seqs_and_no_duplicates() {
 async fn bad_chat_input_gets_errors_that_name_the_problem() {
     let app = spawn_app().await;
     let user = User::new(&app, "u").await;
-    let id = user.open().await["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = user.open_id().await;
     let path = format!("/rest/v1/chat/conversations/{id}/messages");
     for (body, says) in [
         (json!({"text": "hi"}), "clientMessageId is required"),
@@ -598,10 +594,7 @@ async fn a_user_sending_too_fast_is_told_to_wait_and_the_company_is_not() {
     })
     .await;
     let user = User::new(&app, "fast").await;
-    let id = user.open().await["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = user.open_id().await;
     for i in 0..3 {
         assert_eq!(user.send(&id, &format!("m{i}"), "hi").await.status(), 201);
     }

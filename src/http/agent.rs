@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
-use super::audit::basic_credentials;
+use super::basic_caller;
 use super::chat::{
     ConversationBody, ConversationPage, MessagePage, MessageResponse, client_message_id, cursor,
     required_text, window,
@@ -27,7 +27,7 @@ use crate::chat;
 use crate::chat::rules::{ClientMessageId, SenderKind};
 use crate::db::ConversationQuery;
 use crate::error::{Error, Result};
-use crate::token::{self, Caller, Credentials};
+use crate::token::{self, Caller};
 
 /// The body of a reply. Its schema is written out below: a person's reply needs their name,
 /// which derived schemas cannot say.
@@ -113,16 +113,7 @@ fn chat_caller(
     headers: &HeaderMap,
     info: &ConnectInfo<SocketAddr>,
 ) -> Result<Caller> {
-    let (key_id, secret) = basic_credentials(headers)?;
-    token::authenticate(
-        state,
-        Credentials {
-            key_id: &key_id,
-            secret: &secret,
-            client: Some(info.0.ip()),
-        },
-        Scope::Chat,
-    )
+    basic_caller(state, headers, info, Scope::Chat)
 }
 
 /// Your company's conversations, by last change, oldest first: poll with `updatedSince` and

@@ -5,18 +5,18 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, header};
-use base64::Engine as _;
+use axum::http::HeaderMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::basic_caller;
 use super::openapi::KeyEndpointErrors;
+use super::query::Query;
 use crate::app::AppState;
+use crate::auth::Scope;
 use crate::auth::expires_in::parse_ms;
-use crate::auth::{KeySecret, Scope};
 use crate::db::{AuditEvent, AuditQuery};
 use crate::error::{Error, Result};
-use crate::token::{self, Credentials};
 
 /// A page of a company's audit trail, newest first.
 #[derive(Serialize, ToSchema)]
@@ -25,36 +25,6 @@ pub struct AuditPage {
     pub events: Vec<AuditEvent>,
     /// Pass as `cursor` for the next page; null on the last.
     pub next_cursor: Option<String>,
-}
-
-#[derive(Default)]
-struct Params {
-    since: Option<String>,
-    user: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-/// Reads the query string by hand so that every mistake gets the service's error shape: an
-/// empty parameter counts as absent, a repeated one is refused, unknown ones are ignored.
-fn params(query: Option<&str>) -> Result<Params> {
-    let mut p = Params::default();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let slot = match name.as_ref() {
-            "since" => &mut p.since,
-            "user" => &mut p.user,
-            "limit" => &mut p.limit,
-            "cursor" => &mut p.cursor,
-            _ => continue,
-        };
-        if slot.is_some() {
-            return Err(Error::invalid(format!("{name} is given more than once")));
-        }
-        if !value.is_empty() {
-            *slot = Some(value.into_owned());
-        }
-    }
-    Ok(p)
 }
 
 /// Your company's audit trail, newest first, a page at a time.
@@ -75,24 +45,16 @@ pub async fn list_audit_events(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AuditPage>> {
-    let (key_id, secret) = basic_credentials(&headers)?;
-    let params = params(query.as_deref())?;
-    let limit = match params.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| Error::invalid("limit must be an integer from 1 to 1000"))?,
-    };
-    let before_id = match params.cursor.as_deref() {
+    let params = Query::parse(query.as_deref(), &["since", "user", "limit", "cursor"])?;
+    let limit = params.limit("limit", 100, 1000)?;
+    let before_id = match params.get("cursor") {
         None => None,
         Some(c) => Some(
             c.parse::<i64>()
                 .map_err(|_| Error::invalid("cursor must be the nextCursor of a previous page"))?,
         ),
     };
-    let since_ms = match params.since.as_deref() {
+    let since_ms = match params.get("since") {
         None => None,
         Some(s) => {
             let d = parse_ms(s)
@@ -103,21 +65,13 @@ pub async fn list_audit_events(
             Some(state.clock.now_ms() - d.millis.min(1e15) as i64)
         }
     };
-    let caller = token::authenticate(
-        &state,
-        Credentials {
-            key_id: &key_id,
-            secret: &secret,
-            client: Some(info.0.ip()),
-        },
-        Scope::Manage,
-    )?;
+    let caller = basic_caller(&state, &headers, &info, Scope::Manage)?;
     let events = state
         .db
         .list_audit_events(&AuditQuery {
             company_id: &caller.company_id,
             since_ms,
-            user_id: params.user.as_deref(),
+            user_id: params.get("user"),
             before_id,
             limit,
         })
@@ -129,31 +83,4 @@ pub async fn list_audit_events(
         events,
         next_cursor,
     }))
-}
-
-/// `Authorization: Basic base64(keyId:keySecret)`.
-pub(super) fn basic_credentials(headers: &HeaderMap) -> Result<(String, KeySecret)> {
-    let missing = || {
-        Error::CredentialsRequired(
-            "send the key pair as HTTP Basic credentials: Authorization: Basic base64(keyId:keySecret)",
-        )
-    };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(missing)?;
-    let (scheme, encoded) = value.split_once(' ').ok_or_else(missing)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(missing());
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(missing)?;
-    let (key_id, secret) = decoded.split_once(':').ok_or_else(missing)?;
-    Ok((
-        key_id.to_owned(),
-        KeySecret::from_request(secret.to_owned()),
-    ))
 }

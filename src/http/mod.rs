@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -260,6 +261,53 @@ async fn authenticate(
         Credentials {
             key_id,
             secret: &KeySecret::from_request(secret.to_owned()),
+            client: Some(info.0.ip()),
+        },
+        scope,
+    )
+}
+
+/// `Authorization: Basic base64(keyId:keySecret)`.
+fn basic_credentials(headers: &HeaderMap) -> Result<(String, KeySecret)> {
+    let missing = || {
+        Error::CredentialsRequired(
+            "send the key pair as HTTP Basic credentials: Authorization: Basic base64(keyId:keySecret)",
+        )
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(missing)?;
+    let (scheme, encoded) = value.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(missing());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(missing)?;
+    let (key_id, secret) = decoded.split_once(':').ok_or_else(missing)?;
+    Ok((
+        key_id.to_owned(),
+        KeySecret::from_request(secret.to_owned()),
+    ))
+}
+
+/// The caller of an endpoint that takes the key pair as HTTP Basic credentials (the GET
+/// endpoints, and the chat's company side), checked for `scope`.
+fn basic_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    info: &ConnectInfo<SocketAddr>,
+    scope: Scope,
+) -> Result<Caller> {
+    let (key_id, secret) = basic_credentials(headers)?;
+    crate::token::authenticate(
+        state,
+        Credentials {
+            key_id: &key_id,
+            secret: &secret,
             client: Some(info.0.ip()),
         },
         scope,

@@ -246,6 +246,7 @@ impl AppState {
         m.change_feed_lag_ms
             .set(self.tokens.staleness_ms(&self.clock));
         m.change_feed_seq.set(self.tokens.seq());
+        m.chat_sockets.set(self.chat.hub.sockets() as i64);
         m.render()
     }
 }

@@ -120,6 +120,12 @@ async fn a_socket_opens_sends_hears_and_catches_up() {
     assert_eq!(ready["agent"]["name"], "Support Agent");
     assert!(ready["expiresAt"].is_string());
     let (mut b, _) = Client::ready(&app, token).await; // a second tab
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("performchat_chat_sockets 2"),
+        "two sockets counted: {metrics}"
+    );
     let conv = open(&mut a).await;
 
     a.send(json!({"type": "send", "id": 7, "conversationId": conv, "clientMessageId": "m1", "text": "hello"}))

@@ -217,12 +217,9 @@ impl Hub {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Authenticated sockets held, for metrics.
+    pub fn sockets(&self) -> usize {
         self.lock().sockets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -261,7 +258,7 @@ mod tests {
         assert_eq!(hub.to_user("u1", "a1", &frame), 1);
         hub.leave(b.id);
         hub.leave(other_agent.id);
-        assert!(hub.is_empty());
+        assert_eq!(hub.sockets(), 0);
         assert!(hub.lock().by_user.is_empty() && hub.lock().by_jti.is_empty());
     }
 

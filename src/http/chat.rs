@@ -176,13 +176,21 @@ pub(super) fn client_message_id(value: Option<&Value>) -> Result<Option<ClientMe
 pub(super) fn window(query: Option<&str>) -> Result<(Window, i64)> {
     let q = Query::parse(query, &["before", "after", "limit"])?;
     let limit = q.limit("limit", 50, 200)?;
-    let window = match (q.integer("before", 0)?, q.integer("after", 0)?) {
-        (Some(_), Some(_)) => return Err(Error::invalid("give before or after, not both")),
-        (Some(before), None) => Window::Before(before),
-        (None, Some(after)) => Window::After(after),
-        (None, None) => Window::Latest,
-    };
-    Ok((window, limit))
+    Ok((
+        window_of(q.integer("before", 0)?, q.integer("after", 0)?)?,
+        limit,
+    ))
+}
+
+/// Which messages `before` or `after` (at most one of them) asks for; the socket's `history`
+/// frame reads the same fields.
+pub(super) fn window_of(before: Option<i64>, after: Option<i64>) -> Result<Window> {
+    match (before, after) {
+        (Some(_), Some(_)) => Err(Error::invalid("give before or after, not both")),
+        (Some(before), None) => Ok(Window::Before(before)),
+        (None, Some(after)) => Ok(Window::After(after)),
+        (None, None) => Ok(Window::Latest),
+    }
 }
 
 /// A page cursor: `<time>.<id>` of the last item of the previous page.

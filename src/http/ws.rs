@@ -12,15 +12,15 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::chat::{ConversationBody, MessageBody};
+use super::chat::{ConversationBody, MessageBody, client_message_id, required_text, window_of};
 use super::me::{MeResponse, describe};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
 use crate::chat::hub::{Push, Socket};
-use crate::chat::rules::{ClientMessageId, MessageText, SenderKind};
+use crate::chat::rules::SenderKind;
 use crate::chat::{self, ChatUser};
 use crate::clock::rfc3339_s;
-use crate::db::{Side, Window};
+use crate::db::Side;
 use crate::error::Error;
 use crate::token::{self, Death};
 
@@ -229,7 +229,6 @@ async fn session(state: AppState, mut socket: WebSocket) {
     };
     let hub = &state.chat.hub;
     let joined = hub.join(&claims);
-    state.metrics.chat_sockets.inc();
     let mut live = Live {
         state: &state,
         claims,
@@ -238,7 +237,6 @@ async fn session(state: AppState, mut socket: WebSocket) {
     };
     let code = live.run(&mut socket, joined).await;
     hub.leave(live.socket_id);
-    state.metrics.chat_sockets.dec();
     if let Some(code) = code {
         state.metrics.chat_closed(code.0);
         close_with(&mut socket, code).await;
@@ -385,12 +383,11 @@ impl Live<'_> {
                     match frame {
                         None => return None,
                         Some(Err(e)) => {
-                            // tungstenite refuses an oversized frame before handing it over.
-                            return if e.to_string().contains("too long") || e.to_string().contains("too big") {
-                                Some(close::TOO_BIG)
-                            } else {
-                                None
-                            };
+                            // tungstenite refuses an oversized frame before handing it over;
+                            // axum's error hides its kind, so its text tells.
+                            let text = e.to_string();
+                            let too_big = text.contains("too long") || text.contains("too big");
+                            return too_big.then_some(close::TOO_BIG);
                         }
                         Some(Ok(Frame::Text(t))) => {
                             if let Err(code) = self.recheck(socket).await {
@@ -479,14 +476,10 @@ impl Live<'_> {
                 }
                 "send" => {
                     let conversation_id = string(&fields, "conversationId")?;
-                    let cmid = ClientMessageId::parse(string(&fields, "clientMessageId")?)
-                        .map_err(Error::InvalidRequest)?;
-                    let text = match fields.get("text") {
-                        Some(Value::String(s)) => {
-                            MessageText::parse("text", s).map_err(Error::InvalidRequest)?
-                        }
-                        _ => return Err(Error::invalid("text is required, a string")),
-                    };
+                    // The same checks and messages as the REST send.
+                    let cmid = client_message_id(fields.get("clientMessageId"))?
+                        .ok_or_else(|| Error::invalid("clientMessageId is required"))?;
+                    let text = required_text("text", fields.get("text"))?;
                     let conversation =
                         chat::user_conversation(state, &user, conversation_id).await?;
                     let sent =
@@ -504,14 +497,8 @@ impl Live<'_> {
                     if !(1..=200).contains(&limit) {
                         return Err(Error::invalid("limit must be an integer from 1 to 200"));
                     }
-                    let window = match (integer(&fields, "before")?, integer(&fields, "after")?) {
-                        (Some(_), Some(_)) => {
-                            return Err(Error::invalid("give before or after, not both"));
-                        }
-                        (Some(b), None) => Window::Before(b),
-                        (None, Some(a)) => Window::After(a),
-                        (None, None) => Window::Latest,
-                    };
+                    let window =
+                        window_of(integer(&fields, "before")?, integer(&fields, "after")?)?;
                     let conversation =
                         chat::user_conversation(state, &user, conversation_id).await?;
                     let (messages, has_more) =

@@ -211,8 +211,7 @@ impl AppState {
     /// Readiness: the change feed is current, the database answers, and its last write did
     /// not fail (a full disk or a read-only database makes an instance unready).
     pub async fn ready(&self) -> Result<()> {
-        let max_stale_ms = i64::from(self.settings.max_staleness) * 1000;
-        if self.tokens.staleness_ms(&self.clock) > max_stale_ms {
+        if self.verification_stale() {
             return Err(Error::Unavailable);
         }
         if self.db.writes_failing() {
@@ -222,6 +221,13 @@ impl AppState {
             Ok(result) => Ok(result?),
             Err(_) => Err(Error::Unavailable),
         }
+    }
+
+    /// The change log has not been read for longer than `--max-staleness`: the revocation
+    /// state may miss changes, so nothing is verified against it.
+    pub fn verification_stale(&self) -> bool {
+        let max_stale_ms = i64::from(self.settings.max_staleness) * 1000;
+        self.tokens.staleness_ms(&self.clock) > max_stale_ms
     }
 
     /// Refreshes the gauges that are read rather than counted, then renders every metric.

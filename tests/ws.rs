@@ -460,7 +460,6 @@ async fn the_socket_endpoint_refuses_plain_http() {
         .await
         .unwrap();
     assert!(res.status().is_client_error());
-    let _ = assert_error;
 }
 
 #[tokio::test]

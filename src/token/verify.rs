@@ -50,8 +50,7 @@ pub fn decode(state: &AppState, token: &str) -> Result<Claims, Death> {
 
 /// Whether the claims of an authentic token are accepted now.
 pub fn check_alive(state: &AppState, claims: &Claims) -> Result<(), Death> {
-    let max_stale_ms = i64::from(state.settings.max_staleness) * 1000;
-    if state.tokens.staleness_ms(&state.clock) > max_stale_ms {
+    if state.verification_stale() {
         return Err(Death::Unavailable);
     }
     jwt::check_claims(

@@ -15,8 +15,9 @@ pub struct AuditEvent {
     #[serde(serialize_with = "crate::clock::serialize_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
-    /// What happened: `token.minted`, `user.invalidated`, `token.revoked`, `key.created`,
-    /// `key.revoked`, `agent.created`, `agent.updated`, `company.created`, `company.updated`.
+    /// What happened: `token.minted`, `user.invalidated`, `user.erased`, `token.revoked`,
+    /// `key.created`, `key.rolled`, `key.revoked`, `agent.created`, `agent.updated`,
+    /// `company.created`, `company.updated`, `conversation.opened`, `conversation.closed`.
     pub kind: String,
     /// `ok`, or the error code of a refused request.
     pub outcome: String,

@@ -8,7 +8,7 @@ use super::{Db, Result, StoredSigningKey};
 /// What a change is about; its `subject` is the id of that thing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
-    /// A user's tokens were invalidated (subject: user id).
+    /// A user's tokens were invalidated, or the user erased (subject: user id).
     User,
     /// One token was revoked (subject: jti).
     Token,
@@ -18,7 +18,8 @@ pub enum ChangeKind {
     Agent,
     /// A company was activated or deactivated (subject: company id).
     Company,
-    /// A signing key was added (subject: signing key id).
+    /// A signing key was added (the older ones now retire) or its secret erased (subject:
+    /// signing key id; servers reload the whole ring).
     SigningKey,
 }
 

@@ -124,7 +124,7 @@ fn chat_caller(
         ("status" = Option<String>, Query, pattern = "^(open|closed)$", description = "open or closed"),
         ("updatedSince" = Option<i64>, Query, minimum = 0, description = "Only conversations changed at or after this time (unix milliseconds)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Conversations per page (default 50)"),
-        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,18}\\.[A-Za-z0-9_]+$", description = "The nextCursor of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of conversations", body = ConversationPage),

@@ -33,7 +33,7 @@ pub struct AuditPage {
         ("since" = Option<String>, Query, pattern = "^[0-9]*\\.?[0-9]+ *(ms|s|m|h|d|w|y)$", description = "Only events this recent: a duration such as 1h or 7d"),
         ("user" = Option<String>, Query, description = "Only events of this user (the internal user id)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)"),
-        ("cursor" = Option<String>, Query, pattern = "^[0-9]*$", description = "The nextCursor of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{0,18}$", description = "The nextCursor of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of events", body = AuditPage),

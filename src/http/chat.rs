@@ -241,7 +241,7 @@ pub async fn open_conversation(
 #[utoipa::path(get, path = "/rest/v1/chat/conversations", tag = "chat", security(("bearer" = [])),
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Conversations per page (default 50)"),
-        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,18}\\.[A-Za-z0-9_]+$", description = "The nextCursor of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of conversations", body = ConversationPage),

@@ -89,6 +89,7 @@ impl App {
         tasks.spawn(async move { feed::listen(s.db.clone(), &s.tokens, st).await });
         tasks.spawn(housekeeping(state.clone(), stop.clone()));
         tasks.spawn(close_dead_sockets(state.clone(), stop.clone()));
+        crate::chat::fanout::spawn(&state, &tasks, &stop);
         Ok(App { state, tasks, stop })
     }
 

@@ -106,6 +106,10 @@ pub struct Metrics {
     pub chat_sockets: Gauge,
     pub chat_socket_closes: Family<CodeLabels, Counter>,
     pub chat_messages: Family<NameLabels, Counter>,
+    /// From a message's commit time to its push to this instance's sockets, by how it came:
+    /// `local` (committed here, handed over in memory) or `database` (read after a
+    /// notification, a poll or a gap).
+    pub chat_delivery_lag: Family<NameLabels, Histogram, fn() -> Histogram>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +145,7 @@ impl Default for Metrics {
             chat_sockets: Gauge::default(),
             chat_socket_closes: Family::default(),
             chat_messages: Family::default(),
+            chat_delivery_lag: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -234,6 +239,11 @@ impl Default for Metrics {
             "Chat messages stored, by sender kind",
             m.chat_messages.clone(),
         );
+        registry.register(
+            "chat_delivery_lag_seconds",
+            "Time from a message's commit to its push to this instance's sockets, by way",
+            m.chat_delivery_lag.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -243,6 +253,13 @@ impl Metrics {
         self.chat_socket_closes
             .get_or_create(&CodeLabels { code })
             .inc();
+    }
+
+    /// Records how long a message took from its commit to its push here.
+    pub fn chat_delivered(&self, via: &'static str, lag_ms: i64) {
+        self.chat_delivery_lag
+            .get_or_create(&NameLabels { name: via })
+            .observe(lag_ms.max(0) as f64 / 1000.0);
     }
 
     pub fn cache(&self, name: &'static str, hit: bool) {

@@ -360,3 +360,90 @@ async fn a_token_killed_on_one_instance_closes_its_sockets_on_another_within_a_s
         invalidated.elapsed()
     );
 }
+
+/// Messages committed on both instances at once reach the user's sockets on each, every one
+/// once and in seq order: on PostgreSQL by NOTIFY, on a shared SQLite file by the poll; one
+/// stored behind the servers' backs (as by an instance killed between its commit and its
+/// NOTIFY) arrives too, by the sweep or the poll.
+#[tokio::test]
+async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_order() {
+    use common::ChatClient;
+    use futures_util::future::join_all;
+
+    let db = TestDb::new().await;
+    let pair = two_instances(&db).await;
+    let minted = pair.mint(&pair.a, "u1").await;
+    let token = minted["token"].as_str().unwrap();
+    let (mut on_a, _) = ChatClient::ready(&pair.a.ws_url(), token).await;
+    let (mut on_b, _) = ChatClient::ready(&pair.b.ws_url(), token).await;
+    on_a.send(json!({"type": "open", "id": "o"})).await;
+    let opened = on_a.next().await;
+    let conversation = opened["conversation"]["id"].as_str().unwrap().to_owned();
+
+    // 30 user messages through A's socket, 30 agent replies through B's REST API, at once.
+    const EACH: i64 = 30;
+    for i in 0..EACH {
+        on_a.send(json!({"type": "send", "conversationId": conversation,
+                         "clientMessageId": format!("u{i}"), "text": format!("user {i}")}))
+            .await;
+    }
+    let reply_url = pair.b.url(&format!(
+        "/rest/v1/agent/conversations/{conversation}/messages"
+    ));
+    let replies = join_all((0..EACH).map(|i| {
+        pair.client
+            .post(&reply_url)
+            .basic_auth(
+                pair.key["keyId"].as_str().unwrap(),
+                pair.key["keySecret"].as_str(),
+            )
+            .json(&json!({"text": format!("agent {i}")}))
+            .send()
+    }))
+    .await;
+    for r in replies {
+        assert_eq!(r.unwrap().status(), 201);
+    }
+    let replied = Instant::now();
+
+    let seqs_heard = async |socket: &mut ChatClient, until: i64| {
+        let mut seqs = Vec::new();
+        while seqs.last() != Some(&until) {
+            let frame = socket.next().await;
+            if frame["type"] == "message" {
+                assert_eq!(frame["conversationId"], conversation.as_str());
+                seqs.push(frame["message"]["seq"].as_i64().unwrap());
+            }
+        }
+        seqs
+    };
+    let all: Vec<i64> = (1..=2 * EACH).collect();
+    assert_eq!(seqs_heard(&mut on_b, 2 * EACH).await, all, "on B");
+    // Announced, not found by the (2 s) sweep.
+    assert!(
+        replied.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        replied.elapsed()
+    );
+    assert_eq!(seqs_heard(&mut on_a, 2 * EACH).await, all, "on A");
+
+    // Stored by another writer that announced nothing.
+    let next = 2 * EACH + 1;
+    db.execute(&[
+        &format!("UPDATE conversation SET last_seq = {next} WHERE id = '{conversation}'"),
+        &format!(
+            "INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
+             text, status, created_at) VALUES ('msg_unannounced', '{conversation}', {next}, \
+             'quiet', 'agent', 'unannounced', 'complete', 0)"
+        ),
+    ])
+    .await;
+    let started = Instant::now();
+    assert_eq!(seqs_heard(&mut on_b, next).await, vec![next], "on B");
+    assert_eq!(seqs_heard(&mut on_a, next).await, vec![next], "on A");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

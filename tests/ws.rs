@@ -5,88 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, assert_error, claims, forge, spawn_app, spawn_app_with};
-use futures_util::{SinkExt, StreamExt};
+use common::{
+    ChatClient as Client, TestApp, assert_error, claims, forge, spawn_app, spawn_app_with,
+};
+use futures_util::SinkExt;
 use performchat::config::Settings;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A client socket.
-struct Client {
-    ws: Ws,
-}
-
-impl Client {
-    async fn connect(app: &TestApp) -> Client {
-        let url = format!("ws://{}/rest/v1/chat/ws", app.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Client { ws }
-    }
-
-    /// Connects and authenticates; returns the `ready` frame.
-    async fn ready(app: &TestApp, token: &str) -> (Client, Value) {
-        let mut c = Client::connect(app).await;
-        c.send(json!({"type": "auth", "token": token, "id": 1}))
-            .await;
-        let ready = c.next().await;
-        assert_eq!(ready["type"], "ready", "{ready}");
-        // A round trip: the socket has joined the hub and serves (a test that moves the
-        // clock next must not race the socket's first deadline).
-        c.send(json!({"type": "ping", "id": "joined"})).await;
-        assert_eq!(c.next().await, json!({"type": "pong", "id": "joined"}));
-        (c, ready)
-    }
-
-    async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .unwrap();
-    }
-
-    /// The next JSON frame (within 5 s), skipping pings.
-    async fn next(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
-                .await
-                .expect("a frame within 5 s")
-                .expect("the socket is open")
-                .expect("a frame");
-            match msg {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// Reads until the server closes; returns the code and reason (within `within`).
-    async fn closed_within(&mut self, within: Duration) -> (u16, String) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("closed in time");
-            match msg {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return (u16::from(frame.code), frame.reason.to_string());
-                }
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
-                    panic!("closed without a close code")
-                }
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-
-    async fn closed(&mut self) -> (u16, String) {
-        self.closed_within(Duration::from_secs(5)).await
-    }
-}
 
 /// A token for user u1 that lives `expires_in`.
 async fn token_lasting(app: &TestApp, expires_in: &str) -> String {
@@ -113,13 +39,13 @@ async fn a_socket_opens_sends_hears_and_catches_up() {
     let app = spawn_app().await;
     let minted = app.mint_ok("u1").await;
     let token = minted["token"].as_str().unwrap();
-    let (mut a, ready) = Client::ready(&app, token).await;
+    let (mut a, ready) = Client::ready(&app.ws_url(), token).await;
     assert_eq!(ready["id"], 1);
     assert_eq!(ready["user"]["id"], minted["user"]["id"]);
     assert_eq!(ready["user"]["externalId"], "u1");
     assert_eq!(ready["agent"]["name"], "Support Agent");
     assert!(ready["expiresAt"].is_string());
-    let (mut b, _) = Client::ready(&app, token).await; // a second tab
+    let (mut b, _) = Client::ready(&app.ws_url(), token).await; // a second tab
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(
@@ -220,10 +146,10 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     })
     .await;
     let token = app.token_for("u1").await;
-    let (mut c, _) = Client::ready(&app, &token).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
     let conv = open(&mut c).await;
     let other = app.token_for("u2").await;
-    let (mut o, _) = Client::ready(&app, &other).await;
+    let (mut o, _) = Client::ready(&app.ws_url(), &other).await;
     let theirs = open(&mut o).await;
     for (frame, code) in [
         (json!({"type": "dance", "id": 1}), "invalid_request"),
@@ -273,7 +199,7 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
 async fn refresh_swaps_the_token_in_place_only_for_the_same_user_agent_and_company() {
     let app = spawn_app().await;
     let token = app.token_for("u1").await;
-    let (mut c, _) = Client::ready(&app, &token).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
     let later = token_lasting(&app, "2h").await;
     c.send(json!({"type": "refresh", "id": 1, "token": later}))
         .await;
@@ -308,7 +234,7 @@ async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
     let app = spawn_app().await;
     // 4002: the user invalidated.
     let minted = app.mint_ok("u1").await;
-    let (mut c, _) = Client::ready(&app, minted["token"].as_str().unwrap()).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), minted["token"].as_str().unwrap()).await;
     let res = app
         .invalidate(&app.tenant, json!({"userId": minted["user"]["id"]}))
         .await;
@@ -318,8 +244,8 @@ async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
     // 4002: this token revoked; another socket of the user lives.
     let t1 = app.token_for("u2").await;
     let t2 = app.token_for("u2").await;
-    let (mut c1, _) = Client::ready(&app, &t1).await;
-    let (mut c2, _) = Client::ready(&app, &t2).await;
+    let (mut c1, _) = Client::ready(&app.ws_url(), &t1).await;
+    let (mut c2, _) = Client::ready(&app.ws_url(), &t2).await;
     let res = app
         .post(
             "/rest/v1/auth/revoke",
@@ -332,7 +258,7 @@ async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
     assert_eq!(c2.next().await["type"], "pong");
 
     // 4003: the agent deactivated.
-    let (mut c3, _) = Client::ready(&app, &app.token_for("u3").await).await;
+    let (mut c3, _) = Client::ready(&app.ws_url(), &app.token_for("u3").await).await;
     app.db
         .update_agent(
             &app.tenant.agent,
@@ -353,7 +279,7 @@ async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
 async fn a_revoked_key_or_an_inactive_company_closes_with_4003_and_a_retired_signing_key_with_4002()
 {
     let app = spawn_app().await;
-    let (mut by_key, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    let (mut by_key, _) = Client::ready(&app.ws_url(), &app.token_for("u1").await).await;
     app.db
         .revoke_api_key(&app.tenant.key_id, app.clock.now_ms())
         .await
@@ -362,7 +288,7 @@ async fn a_revoked_key_or_an_inactive_company_closes_with_4003_and_a_retired_sig
     assert_eq!(by_key.closed().await.0, 4003);
 
     let app = spawn_app().await;
-    let (mut by_company, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    let (mut by_company, _) = Client::ready(&app.ws_url(), &app.token_for("u1").await).await;
     app.db
         .set_company_active(&app.tenant.company, false, app.clock.now_ms())
         .await
@@ -371,7 +297,7 @@ async fn a_revoked_key_or_an_inactive_company_closes_with_4003_and_a_retired_sig
     assert_eq!(by_company.closed().await.0, 4003);
 
     let app = spawn_app().await;
-    let (mut old_key, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    let (mut old_key, _) = Client::ready(&app.ws_url(), &app.token_for("u1").await).await;
     let now = app.clock.now_ms();
     app.db
         .rotate_signing_key("sig_2", &[5u8; 32], now + 1000, now)
@@ -394,7 +320,7 @@ async fn a_token_warns_before_it_expires_and_closes_with_4001_unless_refreshed()
     let app = spawn_app().await;
     let token = token_lasting(&app, "10m").await;
     let exp = claims(&token)["exp"].as_i64().unwrap();
-    let (mut c, _) = Client::ready(&app, &token).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
     // The socket's own timer fires on the real clock; the test moves the server's clock and
     // pokes the socket as that timer would.
     app.advance_clock(Duration::from_secs(9 * 60 + 1)).await;
@@ -411,11 +337,11 @@ async fn a_token_warns_before_it_expires_and_closes_with_4001_unless_refreshed()
 async fn sockets_that_never_authenticate_properly_are_closed() {
     let app = spawn_app().await;
     // A frame before auth that is not one.
-    let mut c = Client::connect(&app).await;
+    let mut c = Client::connect(&app.ws_url()).await;
     c.send(json!({"type": "open"})).await;
     assert_eq!(c.closed().await, (4008, "protocol_error".into()));
     // A forged token.
-    let mut c = Client::connect(&app).await;
+    let mut c = Client::connect(&app.ws_url()).await;
     let mut forged = claims(&app.token_for("u1").await);
     forged["sub"] = json!("someone_else");
     c.send(json!({"type": "auth", "token": forge(r#"{"alg":"HS256","typ":"JWT"}"#, &forged, b"guess")})).await;
@@ -423,11 +349,11 @@ async fn sockets_that_never_authenticate_properly_are_closed() {
     // An expired token.
     let token = app.token_for("u1").await;
     app.advance_clock(Duration::from_secs(2 * 3600)).await;
-    let mut c = Client::connect(&app).await;
+    let mut c = Client::connect(&app.ws_url()).await;
     c.send(json!({"type": "auth", "token": token})).await;
     assert_eq!(c.closed().await.0, 4001);
     // Silence: no auth within 10 s.
-    let mut c = Client::connect(&app).await;
+    let mut c = Client::connect(&app.ws_url()).await;
     assert_eq!(c.closed_within(Duration::from_secs(12)).await.0, 4008);
 }
 
@@ -435,7 +361,7 @@ async fn sockets_that_never_authenticate_properly_are_closed() {
 async fn a_frame_over_64_kib_closes_with_1009_and_shutdown_with_1001() {
     let app = spawn_app().await;
     let token = app.token_for("u1").await;
-    let (mut big, _) = Client::ready(&app, &token).await;
+    let (mut big, _) = Client::ready(&app.ws_url(), &token).await;
     let _ = big
         .ws
         .send(Message::text(format!(
@@ -445,7 +371,7 @@ async fn a_frame_over_64_kib_closes_with_1009_and_shutdown_with_1001() {
         .await;
     assert_eq!(big.closed().await.0, u16::from(CloseCode::Size));
 
-    let (mut c, _) = Client::ready(&app, &token).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
     app.shut_down();
     assert_eq!(c.closed().await, (1001, "going_away".into()));
 }
@@ -470,7 +396,7 @@ async fn a_stale_verification_state_closes_sockets_with_4013() {
         ..Default::default()
     })
     .await;
-    let (mut c, _) = Client::ready(&app, &app.token_for("u1").await).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &app.token_for("u1").await).await;
     // Past --max-staleness (5 s) without reading the log, as when the database is unreachable.
     app.clock.advance(Duration::from_secs(6));
     app.state.chat.hub.poke_all();
@@ -486,7 +412,7 @@ async fn an_erased_user_loses_their_conversations_tokens_and_sockets() {
     let minted = app.mint_ok("leaving").await;
     let token = minted["token"].as_str().unwrap().to_owned();
     let old_id = minted["user"]["id"].as_str().unwrap().to_owned();
-    let (mut c, _) = Client::ready(&app, &token).await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
     let conv = open(&mut c).await;
     c.send(json!({"type": "send", "id": 1, "conversationId": conv, "clientMessageId": "m1", "text": "my address is…"}))
         .await;
@@ -536,7 +462,7 @@ async fn an_erased_user_loses_their_conversations_tokens_and_sockets() {
 
     let again = app.mint_ok("leaving").await;
     assert_ne!(again["user"]["id"], old_id.as_str(), "a new user");
-    let (mut fresh, _) = Client::ready(&app, again["token"].as_str().unwrap()).await;
+    let (mut fresh, _) = Client::ready(&app.ws_url(), again["token"].as_str().unwrap()).await;
     fresh.send(json!({"type": "open", "id": "o"})).await;
     let opened = fresh.next().await;
     assert_ne!(opened["conversation"]["id"], conv.as_str());

@@ -1,8 +1,5 @@
 //! Conversations and messages: open, list, read history, send, mark read, close.
 
-use std::sync::Arc;
-
-use super::hub::Push;
 use super::rules::{ClientMessageId, MessageText, SenderKind};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
@@ -184,16 +181,9 @@ pub async fn send(
                         name: sender.as_str(),
                     })
                     .inc();
-                // Committed: every socket of the user hears of it (the sender's own too,
-                // after its ack).
-                let push = Arc::new(Push::Message {
-                    conversation_id: conversation.id.clone(),
-                    message: message.clone(),
-                });
-                state
-                    .chat
-                    .hub
-                    .to_user(&conversation.user_id, &conversation.agent_id, &push);
+                // Committed: every socket of the user hears of it, here and on the other
+                // instances (the sender's own too, after its ack).
+                super::fanout::committed(state, conversation, &message);
             }
             Ok(Sent { message, duplicate })
         }
@@ -231,13 +221,7 @@ pub async fn close(
         .await?
         .ok_or_else(no_such_conversation)?;
     if conversation.is_open() {
-        let push = Arc::new(Push::ConversationClosed {
-            conversation_id: closed.id.clone(),
-        });
-        state
-            .chat
-            .hub
-            .to_user(&closed.user_id, &closed.agent_id, &push);
+        super::fanout::closed(state, &closed);
         audit(
             state,
             "conversation.closed",

@@ -1,8 +1,14 @@
 //! The sockets this instance holds, and delivery to them. What happened is queued once, as
-//! one shared [`Push`], to every socket of its user; a socket whose queue is full is closed
-//! (4009) rather than let grow. A change to what verification accepts pokes the sockets
-//! it may concern, and each checks its own token again (`token::check_alive`), so the rules of
-//! who may stay connected live in one place.
+//! one shared [`Push`], to every socket of its party (one user talking with one agent); a
+//! socket whose queue is full is closed (4009) rather than let grow. A change to what
+//! verification accepts pokes the sockets it may concern, and each checks its own token again
+//! (`token::check_alive`), so the rules of who may stay connected live in one place.
+//!
+//! Messages reach a party in `seq` order, each once: the party keeps, per conversation, the
+//! highest seq it was given (its cursor). A message right after the cursor is pushed; one
+//! at or below it is a repeat and dropped; one further on reveals a gap, which the caller
+//! fills from the database (`fanout`) before pushing it. So concurrent commits, other
+//! instances and lost notifications can delay a message, never reorder, repeat or drop it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -69,11 +75,43 @@ struct Entry {
     control: Arc<Control>,
 }
 
+/// One user talking with one agent: the sockets, and how far each conversation has been
+/// delivered to them.
+#[derive(Default)]
+struct Party {
+    sockets: Vec<u64>,
+    /// Conversation id → the highest seq pushed (or, for the conversations open when the
+    /// party's first socket joined, their last seq then). A conversation missing here was
+    /// made after that: everything in it is still to deliver.
+    cursors: HashMap<Box<str>, i64>,
+}
+
 #[derive(Default)]
 struct Inner {
     sockets: HashMap<u64, Entry>,
     by_user: HashMap<Arc<str>, Vec<u64>>,
     by_jti: HashMap<Arc<str>, u64>,
+    /// User → agent → party.
+    parties: HashMap<Arc<str>, HashMap<Arc<str>, Party>>,
+}
+
+impl Inner {
+    fn party(&self, user_id: &str, agent_id: &str) -> Option<&Party> {
+        self.parties.get(user_id)?.get(agent_id)
+    }
+}
+
+/// What became of a message handed to [`Hub::deliver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued to this many sockets.
+    Pushed(usize),
+    /// Delivered before (or committed before the party joined): dropped.
+    Repeat,
+    /// Messages after this seq are missing before it: read them first.
+    Gap(i64),
+    /// Nobody here talks in that conversation.
+    NoParty,
 }
 
 #[derive(Default)]
@@ -90,8 +128,11 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers an authenticated socket.
-    pub fn join(&self, claims: &Claims) -> Socket {
+    /// Registers an authenticated socket. `open_seqs` are the last seqs of the party's
+    /// open conversations, read before this call: they start the party's cursors if this is
+    /// its first socket (what was committed before is the client's to read, by `open` or
+    /// `history`).
+    pub fn join(&self, claims: &Claims, open_seqs: Vec<(String, i64)>) -> Socket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(QUEUE);
         let control = Arc::new(Control::default());
@@ -101,13 +142,27 @@ impl Hub {
             None => claims.sub.as_str().into(),
         };
         let jti: Arc<str> = claims.jti.as_str().into();
+        let agent_id: Arc<str> = claims.agent_id.as_str().into();
         inner.by_user.entry(user_id.clone()).or_default().push(id);
         inner.by_jti.insert(jti.clone(), id);
+        let party = inner
+            .parties
+            .entry(user_id.clone())
+            .or_default()
+            .entry(agent_id.clone())
+            .or_insert_with(|| Party {
+                sockets: Vec::new(),
+                cursors: open_seqs
+                    .into_iter()
+                    .map(|(c, seq)| (c.into_boxed_str(), seq))
+                    .collect(),
+            });
+        party.sockets.push(id);
         inner.sockets.insert(
             id,
             Entry {
                 user_id,
-                agent_id: claims.agent_id.as_str().into(),
+                agent_id,
                 jti,
                 frames: tx,
                 control: control.clone(),
@@ -144,23 +199,32 @@ impl Hub {
                 inner.by_user.remove(&entry.user_id);
             }
         }
+        if let Some(agents) = inner.parties.get_mut(&entry.user_id) {
+            if let Some(party) = agents.get_mut(&entry.agent_id) {
+                party.sockets.retain(|s| *s != id);
+                if party.sockets.is_empty() {
+                    agents.remove(&entry.agent_id);
+                }
+            }
+            if agents.is_empty() {
+                inner.parties.remove(&entry.user_id);
+            }
+        }
     }
 
     /// Queues a push to every socket of the user that talks with the agent. Returns how many
     /// sockets it reached.
-    pub fn to_user(&self, user_id: &str, agent_id: &str, push: &Arc<Push>) -> usize {
+    pub fn to_party(&self, user_id: &str, agent_id: &str, push: &Arc<Push>) -> usize {
         let inner = self.lock();
-        let Some(ids) = inner.by_user.get(user_id) else {
+        let Some(party) = inner.party(user_id, agent_id) else {
             return 0;
         };
+        Self::queue(&inner, &party.sockets, push)
+    }
+
+    fn queue(inner: &Inner, sockets: &[u64], push: &Arc<Push>) -> usize {
         let mut reached = 0;
-        for id in ids {
-            let Some(entry) = inner.sockets.get(id) else {
-                continue;
-            };
-            if &*entry.agent_id != agent_id {
-                continue;
-            }
+        for entry in sockets.iter().filter_map(|id| inner.sockets.get(id)) {
             match entry.frames.try_send(push.clone()) {
                 Ok(()) => reached += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => entry.control.close(TOO_SLOW),
@@ -169,6 +233,69 @@ impl Hub {
             }
         }
         reached
+    }
+
+    /// Pushes a committed message to its party if it is the next one they need (see the
+    /// module's comment).
+    pub fn deliver(&self, user_id: &str, agent_id: &str, message: &Message) -> Delivery {
+        let mut inner = self.lock();
+        let Some(party) = inner
+            .parties
+            .get_mut(user_id)
+            .and_then(|agents| agents.get_mut(agent_id))
+        else {
+            return Delivery::NoParty;
+        };
+        let cursor = match party.cursors.get_mut(message.conversation_id.as_str()) {
+            Some(cursor) => cursor,
+            None => party
+                .cursors
+                .entry(message.conversation_id.as_str().into())
+                .or_insert(0),
+        };
+        if message.seq <= *cursor {
+            return Delivery::Repeat;
+        }
+        if message.seq > *cursor + 1 {
+            return Delivery::Gap(*cursor);
+        }
+        *cursor = message.seq;
+        let push = Arc::new(Push::Message {
+            conversation_id: message.conversation_id.clone(),
+            message: message.clone(),
+        });
+        let party = inner.party(user_id, agent_id).expect("found above");
+        Delivery::Pushed(Self::queue(&inner, &party.sockets, &push))
+    }
+
+    /// How far a party has been given a conversation; None if nobody here talks in it.
+    pub fn cursor(&self, user_id: &str, agent_id: &str, conversation_id: &str) -> Option<i64> {
+        let inner = self.lock();
+        let party = inner.party(user_id, agent_id)?;
+        Some(party.cursors.get(conversation_id).copied().unwrap_or(0))
+    }
+
+    /// Whether some socket here talks for this user with this agent.
+    pub fn has_party(&self, user_id: &str, agent_id: &str) -> bool {
+        self.lock().party(user_id, agent_id).is_some()
+    }
+
+    /// Every conversation some party here is following, with its cursor:
+    /// `(conversation, user, agent, cursor)`.
+    pub fn followed(&self) -> Vec<(String, Arc<str>, Arc<str>, i64)> {
+        let inner = self.lock();
+        inner
+            .parties
+            .iter()
+            .flat_map(|(user, agents)| {
+                agents.iter().flat_map(move |(agent, party)| {
+                    party
+                        .cursors
+                        .iter()
+                        .map(move |(c, seq)| (c.to_string(), user.clone(), agent.clone(), *seq))
+                })
+            })
+            .collect()
     }
 
     /// Pokes the sockets a token event may concern; each checks its token again.
@@ -245,35 +372,115 @@ mod tests {
     #[test]
     fn frames_reach_every_socket_of_the_user_with_that_agent_only() {
         let hub = Hub::default();
-        let mut a = hub.join(&claims("u1", "a1", "j1"));
-        let mut b = hub.join(&claims("u1", "a1", "j2"));
-        let mut other_agent = hub.join(&claims("u1", "a2", "j3"));
+        let mut a = hub.join(&claims("u1", "a1", "j1"), vec![]);
+        let mut b = hub.join(&claims("u1", "a1", "j2"), vec![]);
+        let mut other_agent = hub.join(&claims("u1", "a2", "j3"), vec![]);
         let frame = Arc::new(Push::ConversationClosed {
             conversation_id: "c".into(),
         });
-        assert_eq!(hub.to_user("u1", "a1", &frame), 2);
+        assert_eq!(hub.to_party("u1", "a1", &frame), 2);
         assert!(a.frames.try_recv().is_ok() && b.frames.try_recv().is_ok());
         assert!(other_agent.frames.try_recv().is_err());
         hub.leave(a.id);
-        assert_eq!(hub.to_user("u1", "a1", &frame), 1);
+        assert_eq!(hub.to_party("u1", "a1", &frame), 1);
         hub.leave(b.id);
         hub.leave(other_agent.id);
         assert_eq!(hub.sockets(), 0);
-        assert!(hub.lock().by_user.is_empty() && hub.lock().by_jti.is_empty());
+        let inner = hub.lock();
+        assert!(inner.by_user.is_empty() && inner.by_jti.is_empty() && inner.parties.is_empty());
+    }
+
+    fn message(conversation: &str, seq: i64) -> Message {
+        Message {
+            id: format!("m{seq}"),
+            conversation_id: conversation.into(),
+            seq,
+            client_message_id: format!("c{seq}"),
+            sender_kind: "user".into(),
+            sender_name: None,
+            text: "hi".into(),
+            status: "complete".into(),
+            created_at: 0,
+        }
+    }
+
+    fn pushed_seqs(socket: &mut Socket) -> Vec<i64> {
+        let mut seqs = Vec::new();
+        while let Ok(push) = socket.frames.try_recv() {
+            if let Push::Message { message, .. } = &*push {
+                seqs.push(message.seq);
+            }
+        }
+        seqs
+    }
+
+    #[test]
+    fn messages_reach_a_party_in_order_once_and_a_gap_is_reported_not_skipped() {
+        let hub = Hub::default();
+        // conv1 had 3 messages when the socket joined; conv2 is made later.
+        let mut s = hub.join(&claims("u1", "a1", "j1"), vec![("conv1".into(), 3)]);
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 3)),
+            Delivery::Repeat
+        );
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 4)),
+            Delivery::Pushed(1)
+        );
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 4)),
+            Delivery::Repeat
+        );
+        // 5 is still on its way: 6 waits for it.
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 6)),
+            Delivery::Gap(4)
+        );
+        assert_eq!(hub.cursor("u1", "a1", "conv1"), Some(4));
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 5)),
+            Delivery::Pushed(1)
+        );
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 6)),
+            Delivery::Pushed(1)
+        );
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv2", 1)),
+            Delivery::Pushed(1)
+        );
+        assert_eq!(pushed_seqs(&mut s), vec![4, 5, 6, 1]);
+        // Another agent's party, or nobody: not this socket's.
+        assert_eq!(
+            hub.deliver("u1", "a2", &message("conv3", 1)),
+            Delivery::NoParty
+        );
+        assert_eq!(hub.cursor("u9", "a1", "conv1"), None);
+        // A second socket of the party shares the cursors; the first one's read is kept.
+        let mut t = hub.join(&claims("u1", "a1", "j2"), vec![("conv1".into(), 2)]);
+        assert_eq!(
+            hub.deliver("u1", "a1", &message("conv1", 7)),
+            Delivery::Pushed(2)
+        );
+        assert_eq!(
+            (pushed_seqs(&mut s), pushed_seqs(&mut t)),
+            (vec![7], vec![7])
+        );
+        assert_eq!(hub.followed().len(), 2);
     }
 
     #[test]
     fn a_full_queue_closes_its_socket_as_too_slow() {
         let hub = Hub::default();
-        let s = hub.join(&claims("u1", "a1", "j1"));
+        let s = hub.join(&claims("u1", "a1", "j1"), vec![]);
         let frame = Arc::new(Push::ConversationClosed {
             conversation_id: "c".into(),
         });
         for _ in 0..QUEUE {
-            hub.to_user("u1", "a1", &frame);
+            hub.to_party("u1", "a1", &frame);
         }
         assert_eq!(s.control.close_code(), None);
-        hub.to_user("u1", "a1", &frame);
+        hub.to_party("u1", "a1", &frame);
         assert_eq!(s.control.close_code(), Some(TOO_SLOW));
     }
 }

@@ -4,13 +4,16 @@
 //! handlers call them.
 
 mod conversation;
+pub mod fanout;
 pub mod hub;
 pub mod rules;
 
-/// What the chat holds in memory: this instance's sockets.
+/// What the chat holds in memory: this instance's sockets, and the queues of delivery to
+/// them and to the other instances.
 #[derive(Default)]
 pub struct ChatState {
     pub hub: hub::Hub,
+    pub fanout: fanout::Fanout,
 }
 
 pub use conversation::{

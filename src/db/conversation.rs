@@ -100,6 +100,47 @@ impl Db {
             .ok_or_else(|| StoreError::NotFound(Entity::Conversation, String::new()))
     }
 
+    /// The open conversations of (user, agent), with their last seq: where a socket's
+    /// delivery starts.
+    pub async fn open_conversation_seqs(
+        &self,
+        user_id: &str,
+        agent_id: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(run!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT id, last_seq FROM conversation \
+                 WHERE user_id = $1 AND agent_id = $2 AND status = 'open'",
+            )
+            .bind(user_id)
+            .bind(agent_id)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// The last seq of each of these conversations that still exists.
+    pub async fn conversation_seqs(&self, ids: &[String]) -> Result<Vec<(String, i64)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(run!(self, |pool| {
+            let mut query =
+                sqlx::QueryBuilder::new("SELECT id, last_seq FROM conversation WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id.as_str());
+            }
+            query.push(")");
+            // Not kept as a prepared statement: its text varies with the number of ids.
+            query
+                .build_query_as::<(String, i64)>()
+                .persistent(false)
+                .fetch_all(pool)
+                .await
+        })?)
+    }
+
     pub async fn find_conversation(&self, id: &str) -> Result<Option<Conversation>> {
         Ok(run!(self, |pool| {
             sqlx::query_as::<_, Conversation>(conversation_select!("WHERE id = $1"))

@@ -1,7 +1,12 @@
 //! Messages of a conversation, numbered 1, 2, 3… by `seq` in commit order, each unique by its
 //! sender's `client_message_id` within the conversation.
 
-use super::{Db, Entity, Result, StoreError};
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Db, Entity, Pools, Result, StoreError, WriteHealth};
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Message {
@@ -38,6 +43,49 @@ pub struct NewMessage<'a> {
     pub now_ms: i64,
 }
 
+/// A [`NewMessage`] that owns its fields, to hand to the group-commit task.
+#[derive(Debug)]
+pub struct OwnedMessage {
+    id: String,
+    conversation_id: String,
+    client_message_id: String,
+    sender_kind: String,
+    sender_name: Option<String>,
+    text: String,
+    status: String,
+    now_ms: i64,
+}
+
+impl NewMessage<'_> {
+    fn to_owned_message(&self) -> OwnedMessage {
+        OwnedMessage {
+            id: self.id.to_owned(),
+            conversation_id: self.conversation_id.to_owned(),
+            client_message_id: self.client_message_id.to_owned(),
+            sender_kind: self.sender_kind.to_owned(),
+            sender_name: self.sender_name.map(str::to_owned),
+            text: self.text.to_owned(),
+            status: self.status.to_owned(),
+            now_ms: self.now_ms,
+        }
+    }
+}
+
+impl OwnedMessage {
+    fn borrowed(&self) -> NewMessage<'_> {
+        NewMessage {
+            id: &self.id,
+            conversation_id: &self.conversation_id,
+            client_message_id: &self.client_message_id,
+            sender_kind: &self.sender_kind,
+            sender_name: self.sender_name.as_deref(),
+            text: &self.text,
+            status: &self.status,
+            now_ms: self.now_ms,
+        }
+    }
+}
+
 /// Which part of a conversation to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {
@@ -49,49 +97,91 @@ pub enum Window {
     After(i64),
 }
 
+/// Takes the next seq of an open conversation. Run inside the transaction that stores the
+/// message: it locks the conversation's row until commit, so concurrent senders queue here and
+/// seqs are gapless and in commit order.
+const NEXT_SEQ: &str = "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $2 \
+     WHERE id = $1 AND status = 'open' RETURNING last_seq";
+
+/// Gives back a seq taken by [`NEXT_SEQ`] for a message that turned out a duplicate, in the
+/// same transaction (nothing else can have taken a seq of that conversation since).
+const UNDO_SEQ: &str = "UPDATE conversation SET last_seq = last_seq - 1 WHERE id = $1";
+
+const INSERT_MESSAGE: &str = concat!(
+    "INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
+     sender_name, text, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (conversation_id, client_message_id) DO NOTHING RETURNING ",
+    message_columns!()
+);
+
+/// Stores one message inside the caller's transaction: `Ok(Some)` stored, `Ok(None)` its
+/// `client_message_id` is taken (nothing stored), `NotFound` the conversation is closed or
+/// missing. `store_message!(&mut *tx, &NewMessage)`.
+macro_rules! store_message {
+    ($tx:expr, $m:expr) => {
+        async {
+            let m: &NewMessage<'_> = $m;
+            let seq = sqlx::query_scalar::<_, i64>(NEXT_SEQ)
+                .bind(m.conversation_id)
+                .bind(m.now_ms)
+                .fetch_optional(&mut *$tx)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned())
+                })?;
+            let stored = sqlx::query_as::<_, Message>(INSERT_MESSAGE)
+                .bind(m.id)
+                .bind(m.conversation_id)
+                .bind(seq)
+                .bind(m.client_message_id)
+                .bind(m.sender_kind)
+                .bind(m.sender_name)
+                .bind(m.text)
+                .bind(m.status)
+                .bind(m.now_ms)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            if stored.is_none() {
+                sqlx::query(UNDO_SEQ)
+                    .bind(m.conversation_id)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            Ok::<_, StoreError>(stored)
+        }
+    };
+}
+
 impl Db {
     /// Stores a message in an open conversation with the next seq, committed before this
     /// returns. The same `client_message_id` again gives the stored message and `true`
     /// (a duplicate), never a second row. A conversation that is closed or missing is
     /// `NotFound(Conversation)`.
     pub async fn append_message(&self, m: &NewMessage<'_>) -> Result<(Message, bool)> {
-        let stored = transaction!(self, |tx| {
-            // Taking the seq locks the conversation's row until commit: concurrent senders
-            // queue here, so seqs are gapless and in commit order.
-            let seq = sqlx::query_scalar::<_, i64>(
-                "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $2 \
-                 WHERE id = $1 AND status = 'open' RETURNING last_seq",
-            )
-            .bind(m.conversation_id)
-            .bind(m.now_ms)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned())
-            })?;
-            sqlx::query_as::<_, Message>(concat!(
-                "INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
-                 sender_name, text, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (conversation_id, client_message_id) DO NOTHING RETURNING ",
-                message_columns!()
-            ))
-            .bind(m.id)
-            .bind(m.conversation_id)
-            .bind(seq)
-            .bind(m.client_message_id)
-            .bind(m.sender_kind)
-            .bind(m.sender_name)
-            .bind(m.text)
-            .bind(m.status)
-            .bind(m.now_ms)
-            .fetch_optional(&mut *tx)
-            .await?
-            // A duplicate: undo the seq (the whole transaction rolls back).
-            .ok_or_else(|| StoreError::Conflict(Entity::Message, m.client_message_id.to_owned()))?
-        });
+        let stored = match &self.pools {
+            // SQLite commits one transaction at a time, each with an fsync: messages sent at
+            // once are stored by the group-commit task in one transaction, and each sender
+            // hears back only after the commit that holds its message.
+            Pools::Sqlite {
+                message_appends, ..
+            } => {
+                let closed = || StoreError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
+                let (reply, answer) = oneshot::channel();
+                message_appends
+                    .send((m.to_owned_message(), reply))
+                    .await
+                    .map_err(|_| closed())?;
+                answer.await.map_err(|_| closed())?
+            }
+            // Concurrent transactions queue on the conversation's row lock only.
+            Pools::Postgres(pool) => {
+                on_conn!(pool, &self.writes, "BEGIN", |tx| store_message!(tx, m)
+                    .await?)
+            }
+        };
         match stored {
-            Ok(message) => Ok((message, false)),
-            Err(StoreError::Conflict(..) | StoreError::NotFound(..)) => {
+            Ok(Some(message)) => Ok((message, false)),
+            Ok(None) | Err(StoreError::NotFound(..)) => {
                 // Sent before (perhaps before the conversation closed): the stored one.
                 match self
                     .find_message_by_client_id(m.conversation_id, m.client_message_id)
@@ -106,6 +196,56 @@ impl Db {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// SQLite only: the highest rowid of the message table. SQLite has one writer, so rowids
+    /// grow in commit order, and a reader that remembers the highest it has seen finds every
+    /// message committed since (by any process) with [`Db::messages_after_rowid`]. None on
+    /// PostgreSQL, where instances hear of messages by NOTIFY instead.
+    pub async fn last_message_rowid(&self) -> Result<Option<i64>> {
+        match &self.pools {
+            Pools::Sqlite { read, .. } => Ok(Some(
+                sqlx::query_scalar::<_, Option<i64>>("SELECT max(rowid) FROM message")
+                    .fetch_one(read)
+                    .await?
+                    .unwrap_or(0),
+            )),
+            Pools::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// SQLite only (see [`Db::last_message_rowid`]): the messages stored after `rowid`, at most
+    /// `limit`, as `(rowid, conversation, user, agent, seq)`.
+    pub async fn messages_after_rowid(
+        &self,
+        rowid: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, String, i64)>> {
+        match &self.pools {
+            Pools::Sqlite { read, .. } => Ok(sqlx::query_as(
+                "SELECT m.rowid, m.conversation_id, c.user_id, c.agent_id, m.seq \
+                 FROM message m JOIN conversation c ON c.id = m.conversation_id \
+                 WHERE m.rowid > $1 ORDER BY m.rowid LIMIT $2",
+            )
+            .bind(rowid)
+            .bind(limit)
+            .fetch_all(read)
+            .await?),
+            Pools::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// PostgreSQL only: sends `payload` to the listeners of `channel` (outside any
+    /// transaction: see `chat::fanout`). Nothing on SQLite.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        if let Pools::Postgres(pool) = &self.pools {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn find_message_by_client_id(
@@ -168,4 +308,52 @@ impl Db {
         }
         Ok((rows, more))
     }
+}
+
+/// What one message's sender waits for from the group-commit task.
+type Stored = Result<Option<Message>>;
+pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
+
+/// How many messages one SQLite transaction takes at most.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// SQLite's group-commit task for messages: takes every message waiting, stores them in
+/// order in one `BEGIN IMMEDIATE` transaction (a closed conversation or a duplicate
+/// concerns its own message only), commits once, then answers each sender. Ends when every
+/// `Db` is dropped.
+pub(super) fn spawn_group_commit(
+    write: SqlitePool,
+    health: Arc<WriteHealth>,
+) -> mpsc::Sender<MessageAppend> {
+    let (tx, mut rx) = mpsc::channel::<MessageAppend>(4 * GROUP_COMMIT_MAX);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+            let outcome = on_conn!(&write, &health, "BEGIN IMMEDIATE", |tx| {
+                let mut results: Vec<Stored> = Vec::with_capacity(batch.len());
+                for (m, _) in &batch {
+                    match store_message!(tx, &m.borrowed()).await {
+                        Err(StoreError::NotFound(entity, id)) => {
+                            results.push(Err(StoreError::NotFound(entity, id)))
+                        }
+                        other => results.push(Ok(other?)),
+                    }
+                }
+                results
+            });
+            match outcome {
+                Ok(results) => {
+                    for ((_, reply), result) in batch.drain(..).zip(results) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in batch.drain(..) {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    });
+    tx
 }

@@ -147,6 +147,8 @@ pub(crate) enum Pools {
         write: SqlitePool,
         /// The group-commit task that inserts first-seen users (see `upsert_user`).
         user_inserts: tokio::sync::mpsc::Sender<user::UserInsert>,
+        /// The group-commit task that stores messages (see `append_message`).
+        message_appends: tokio::sync::mpsc::Sender<message::MessageAppend>,
     },
     Postgres(PgPool),
 }
@@ -207,10 +209,12 @@ impl Db {
                     .await
                     .context("cannot open SQLite database for reading")?;
                 let user_inserts = user::spawn_group_commit(write.clone(), writes.clone());
+                let message_appends = message::spawn_group_commit(write.clone(), writes.clone());
                 Pools::Sqlite {
                     read,
                     write,
                     user_inserts,
+                    message_appends,
                 }
             }
             Backend::Postgres => {

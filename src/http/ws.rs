@@ -227,8 +227,22 @@ async fn session(state: AppState, mut socket: WebSocket) {
     let Some(claims) = authenticate(&state, &mut socket).await else {
         return;
     };
+    // Read before joining: what is committed after the read reaches the socket either way
+    // (pushed, or read to fill the gap it leaves).
+    let open_seqs = match state
+        .db
+        .open_conversation_seqs(&claims.sub, &claims.agent_id)
+        .await
+    {
+        Ok(seqs) => seqs,
+        Err(_) => {
+            state.metrics.chat_closed(close::UNAVAILABLE.0);
+            close_with(&mut socket, close::UNAVAILABLE).await;
+            return;
+        }
+    };
     let hub = &state.chat.hub;
-    let joined = hub.join(&claims);
+    let joined = hub.join(&claims, open_seqs);
     let mut live = Live {
         state: &state,
         claims,

@@ -10,12 +10,14 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use performchat::app::{App, AppState};
 use performchat::clock::Clock;
 use performchat::config::Settings;
 use performchat::db::Db;
 use reqwest::Response;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 pub const POSTGRES_ENV: &str = "PERFORMCHAT_TEST_POSTGRES_URL";
@@ -70,6 +72,30 @@ impl TestDb {
             url: format!("sqlite://{}", dir.join("performchat.db").display()),
             _dir: None,
             postgres: None,
+        }
+    }
+
+    /// Runs statements in one transaction on the test database itself, behind the server's
+    /// back (as another process would).
+    pub async fn execute(&self, statements: &[&str]) {
+        use sqlx::Connection as _;
+        macro_rules! run_all {
+            ($conn:expr) => {{
+                let mut conn = $conn;
+                let mut tx = conn.begin().await.unwrap();
+                for statement in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(*statement))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
+                tx.commit().await.unwrap();
+            }};
+        }
+        if self.is_postgres() {
+            run_all!(sqlx::PgConnection::connect(&self.url).await.unwrap())
+        } else {
+            run_all!(sqlx::SqliteConnection::connect(&self.url).await.unwrap())
         }
     }
 
@@ -229,6 +255,11 @@ impl TestApp {
             key_id,
             key_secret: secret.expose().into(),
         }
+    }
+
+    /// The chat socket's URL.
+    pub fn ws_url(&self) -> String {
+        self.url("/rest/v1/chat/ws").replacen("http://", "ws://", 1)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -483,6 +514,11 @@ impl Server {
         }
     }
 
+    /// The chat socket's URL.
+    pub fn ws_url(&self) -> String {
+        self.url("/rest/v1/chat/ws").replacen("http://", "ws://", 1)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -647,4 +683,80 @@ pub fn forge(header: &str, claims: &Value, secret: &[u8]) -> String {
     )
     .unwrap();
     format!("{message}.{sig}")
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A chat socket client (tokio-tungstenite), as a widget would use it.
+pub struct ChatClient {
+    pub ws: Ws,
+}
+
+impl ChatClient {
+    /// Connects to a `ws://…/rest/v1/chat/ws` URL.
+    pub async fn connect(url: &str) -> ChatClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ChatClient { ws }
+    }
+
+    /// Connects and authenticates; returns the `ready` frame.
+    pub async fn ready(url: &str, token: &str) -> (ChatClient, Value) {
+        let mut c = ChatClient::connect(url).await;
+        c.send(json!({"type": "auth", "token": token, "id": 1}))
+            .await;
+        let ready = c.next().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        // A round trip: the socket has joined the hub and serves (a test that moves the
+        // clock next must not race the socket's first deadline).
+        c.send(json!({"type": "ping", "id": "joined"})).await;
+        assert_eq!(c.next().await, json!({"type": "pong", "id": "joined"}));
+        (c, ready)
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON frame (within 5 s), skipping pings.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("the socket is open")
+                .expect("a frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the code and reason (within `within`).
+    pub async fn closed_within(&mut self, within: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("closed in time");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    panic!("closed without a close code")
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn closed(&mut self) -> (u16, String) {
+        self.closed_within(Duration::from_secs(5)).await
+    }
 }

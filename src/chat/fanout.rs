@@ -1,0 +1,513 @@
+//! Delivery of committed messages to every socket that follows them, on this instance and
+//! on the others.
+//!
+//! The instance that committed a message hands it to its hub at once, in memory. Other
+//! instances hear of it by ids only and read it from the database:
+//! - PostgreSQL: one task sends, after the commits, a NOTIFY on [`CHANNEL`] carrying a batch
+//!   of lines `m <conversation> <user> <agent> <seq>` (ids, never a message: a payload stops
+//!   at 8 000 bytes). It is not sent inside the message's transaction, where PostgreSQL
+//!   would queue every commit of the database on its one notification lock. A notification
+//!   can be lost (an instance killed between its commit and its NOTIFY, a listener
+//!   reconnecting), so every [`SWEEP_EVERY`] each instance compares the conversations it
+//!   follows with their last seq in the database.
+//! - SQLite shared by processes: each instance polls the message table's rowid every
+//!   [`POLL_EVERY`] (one writer: rowids grow in commit order).
+//!
+//! Whatever the way, the missing messages are read by seq after the party's cursor and
+//! handed to the hub in order, which pushes each once (see `hub`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Delivery, Push};
+use crate::app::AppState;
+use crate::db::{Conversation, Message, Window};
+
+/// The PostgreSQL notification channel of the chat.
+pub const CHANNEL: &str = "performchat_chat";
+/// How often SQLite's message table is polled for other processes' messages.
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+/// How often, on PostgreSQL, followed conversations are checked for lost notifications.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// The most a NOTIFY payload carries (PostgreSQL refuses 8 000 bytes and more).
+const PAYLOAD_MAX: usize = 7_900;
+/// Messages read per round of a catch-up.
+const READ_BATCH: i64 = 200;
+/// Catch-ups run at once (each reads one conversation).
+const CONCURRENT_READS: usize = 8;
+
+/// Something another instance must hear of.
+#[derive(Debug)]
+enum Note {
+    Message {
+        conversation_id: String,
+        user_id: String,
+        agent_id: String,
+        seq: i64,
+    },
+    Closed {
+        conversation_id: String,
+        user_id: String,
+        agent_id: String,
+    },
+}
+
+/// Read a conversation's messages up to `upto` for its party here.
+#[derive(Clone, Debug)]
+struct CatchUp {
+    conversation_id: String,
+    user_id: String,
+    agent_id: String,
+    upto: i64,
+}
+
+/// The fan-out task's ends of the queues, taken once by the composition root.
+pub struct Receivers {
+    catch_ups: mpsc::Receiver<CatchUp>,
+    notes: mpsc::Receiver<Note>,
+}
+
+/// The queues between the request paths and the fan-out task.
+pub struct Fanout {
+    /// Tells this instance's notifications from the others'.
+    instance: String,
+    catch_ups: mpsc::Sender<CatchUp>,
+    notes: mpsc::Sender<Note>,
+    /// A queue overflowed: check every followed conversation.
+    sweep_needed: AtomicBool,
+    receivers: Mutex<Option<Receivers>>,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        let (catch_ups, catch_up_rx) = mpsc::channel(4096);
+        let (notes, note_rx) = mpsc::channel(4096);
+        Fanout {
+            instance: cuid2::create_id(),
+            catch_ups,
+            notes,
+            sweep_needed: AtomicBool::new(false),
+            receivers: Mutex::new(Some(Receivers {
+                catch_ups: catch_up_rx,
+                notes: note_rx,
+            })),
+        }
+    }
+}
+
+impl Fanout {
+    /// The queues' receiving ends: `Some` once.
+    pub fn take_receivers(&self) -> Option<Receivers> {
+        self.receivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn catch_up(&self, job: CatchUp) {
+        if self.catch_ups.try_send(job).is_err() {
+            self.sweep_needed.store(true, Ordering::Release);
+        }
+    }
+
+    fn note(&self, state: &AppState, note: Note) {
+        // Only PostgreSQL has listeners; SQLite's other processes poll.
+        if state.db.postgres_pool().is_some() && self.notes.try_send(note).is_err() {
+            // The others' sweep finds it.
+            tracing::debug!("chat notification queue full; other instances catch up by sweep");
+        }
+    }
+}
+
+/// A message was committed here: push it to this instance's sockets and tell the others.
+pub fn committed(state: &AppState, conversation: &Conversation, message: &Message) {
+    let chat = &state.chat;
+    match chat
+        .hub
+        .deliver(&conversation.user_id, &conversation.agent_id, message)
+    {
+        Delivery::Pushed(_) => state
+            .metrics
+            .chat_delivered("local", state.clock.now_ms() - message.created_at),
+        // A message committed just before this one has not reached the hub yet (or was
+        // committed elsewhere): read them in order.
+        Delivery::Gap(_) => chat.fanout.catch_up(CatchUp {
+            conversation_id: conversation.id.clone(),
+            user_id: conversation.user_id.clone(),
+            agent_id: conversation.agent_id.clone(),
+            upto: message.seq,
+        }),
+        Delivery::Repeat | Delivery::NoParty => {}
+    }
+    chat.fanout.note(
+        state,
+        Note::Message {
+            conversation_id: conversation.id.clone(),
+            user_id: conversation.user_id.clone(),
+            agent_id: conversation.agent_id.clone(),
+            seq: message.seq,
+        },
+    );
+}
+
+/// A conversation was closed here: tell its sockets, here and elsewhere.
+pub fn closed(state: &AppState, conversation: &Conversation) {
+    push_closed(
+        state,
+        &conversation.id,
+        &conversation.user_id,
+        &conversation.agent_id,
+    );
+    state.chat.fanout.note(
+        state,
+        Note::Closed {
+            conversation_id: conversation.id.clone(),
+            user_id: conversation.user_id.clone(),
+            agent_id: conversation.agent_id.clone(),
+        },
+    );
+}
+
+fn push_closed(state: &AppState, conversation_id: &str, user_id: &str, agent_id: &str) {
+    let push = std::sync::Arc::new(Push::ConversationClosed {
+        conversation_id: conversation_id.to_owned(),
+    });
+    state.chat.hub.to_party(user_id, agent_id, &push);
+}
+
+/// Starts the fan-out's tasks: the catch-up loop, and on PostgreSQL the sender of this
+/// instance's notifications and the listener for the others'.
+pub fn spawn(state: &AppState, tasks: &tokio_util::task::TaskTracker, stop: &CancellationToken) {
+    let Some(Receivers { catch_ups, notes }) = state.chat.fanout.take_receivers() else {
+        return;
+    };
+    tasks.spawn(run(state.clone(), catch_ups, stop.clone()));
+    if state.db.postgres_pool().is_some() {
+        tasks.spawn(send_notes(state.clone(), notes, stop.clone()));
+        tasks.spawn(listen(state.clone(), stop.clone()));
+    }
+}
+
+/// Catches up conversations whose messages this instance's sockets miss (after a gap, a
+/// notification, SQLite's poll or PostgreSQL's sweep).
+async fn run(state: AppState, mut catch_ups: mpsc::Receiver<CatchUp>, stop: CancellationToken) {
+    let sqlite = state.db.postgres_pool().is_none();
+    let mut rowid = None;
+    let mut tick = tokio::time::interval(if sqlite { POLL_EVERY } else { SWEEP_EVERY });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = catch_ups.recv_many(&mut batch, 1024) => if n == 0 { return },
+            _ = tick.tick() => {
+                if sqlite {
+                    poll_sqlite(&state, &mut rowid).await;
+                } else {
+                    state.chat.fanout.sweep_needed.store(true, Ordering::Release);
+                }
+            }
+        }
+        if state.chat.fanout.sweep_needed.swap(false, Ordering::AcqRel) {
+            sweep(&state).await;
+        }
+        // Pick up what queued meanwhile (a sweep's or a poll's catch-ups).
+        while let Ok(job) = catch_ups.try_recv() {
+            batch.push(job);
+        }
+        // One read per conversation, up to the highest seq asked for.
+        let mut wanted: HashMap<String, CatchUp> = HashMap::new();
+        for job in batch.drain(..) {
+            match wanted.get_mut(&job.conversation_id) {
+                Some(w) => w.upto = w.upto.max(job.upto),
+                None => {
+                    wanted.insert(job.conversation_id.clone(), job);
+                }
+            }
+        }
+        let mut reads = tokio::task::JoinSet::new();
+        for job in wanted.into_values() {
+            if reads.len() >= CONCURRENT_READS {
+                reads.join_next().await;
+            }
+            reads.spawn(catch_up(state.clone(), job));
+        }
+        while reads.join_next().await.is_some() {}
+    }
+}
+
+/// Reads a conversation after its party's cursor and hands the messages to the hub in order.
+async fn catch_up(state: AppState, job: CatchUp) {
+    let hub = &state.chat.hub;
+    loop {
+        let Some(cursor) = hub.cursor(&job.user_id, &job.agent_id, &job.conversation_id) else {
+            return;
+        };
+        if cursor >= job.upto {
+            return;
+        }
+        let messages = match state
+            .db
+            .list_messages(&job.conversation_id, Window::After(cursor), READ_BATCH)
+            .await
+        {
+            Ok((messages, _)) => messages,
+            Err(e) => {
+                // Tried again by the next sweep or poll; a client may also ask `history`.
+                tracing::warn!(error = %e, "cannot read messages to deliver");
+                state
+                    .chat
+                    .fanout
+                    .sweep_needed
+                    .store(true, Ordering::Release);
+                return;
+            }
+        };
+        let Some(last) = messages.last().map(|m| m.seq) else {
+            return;
+        };
+        let now = state.clock.now_ms();
+        for message in &messages {
+            match hub.deliver(&job.user_id, &job.agent_id, message) {
+                Delivery::Pushed(_) => state
+                    .metrics
+                    .chat_delivered("database", now - message.created_at),
+                Delivery::Repeat => {}
+                Delivery::Gap(_) | Delivery::NoParty => return,
+            }
+        }
+        if (messages.len() as i64) < READ_BATCH && last < job.upto {
+            // Erased meanwhile: nothing more to read.
+            return;
+        }
+    }
+}
+
+/// SQLite: hands every message committed since the last poll (by any process) to the
+/// catch-up, for the parties here.
+async fn poll_sqlite(state: &AppState, seen: &mut Option<i64>) {
+    let last = match state.db.last_message_rowid().await {
+        Ok(Some(last)) => last,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot poll for messages");
+            return;
+        }
+    };
+    let from = match *seen {
+        // Nobody here to deliver to, or the first poll: start from now.
+        Some(from) if state.chat.hub.sockets() > 0 => from,
+        _ => {
+            *seen = Some(last);
+            return;
+        }
+    };
+    if last <= from {
+        // The newest messages were erased: rowids below `from` will be used again.
+        *seen = Some(last);
+        return;
+    }
+    match state.db.messages_after_rowid(from, 4 * READ_BATCH).await {
+        Ok(rows) => {
+            for (rowid, conversation_id, user_id, agent_id, seq) in rows {
+                *seen = Some(rowid);
+                if state.chat.hub.has_party(&user_id, &agent_id) {
+                    state.chat.fanout.catch_up(CatchUp {
+                        conversation_id,
+                        user_id,
+                        agent_id,
+                        upto: seq,
+                    });
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot poll for messages"),
+    }
+}
+
+/// Compares every conversation followed here with its last seq in the database; catches up
+/// those behind.
+async fn sweep(state: &AppState) {
+    let followed = state.chat.hub.followed();
+    for chunk in followed.chunks(500) {
+        let ids: Vec<String> = chunk.iter().map(|f| f.0.clone()).collect();
+        let seqs: HashMap<String, i64> = match state.db.conversation_seqs(&ids).await {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot sweep followed conversations");
+                state
+                    .chat
+                    .fanout
+                    .sweep_needed
+                    .store(true, Ordering::Release);
+                return;
+            }
+        };
+        for (conversation_id, user_id, agent_id, cursor) in chunk {
+            if let Some(&last) = seqs.get(conversation_id)
+                && last > *cursor
+            {
+                state.chat.fanout.catch_up(CatchUp {
+                    conversation_id: conversation_id.clone(),
+                    user_id: user_id.to_string(),
+                    agent_id: agent_id.to_string(),
+                    upto: last,
+                });
+            }
+        }
+    }
+}
+
+/// PostgreSQL: sends this instance's notes in batches, as many lines per NOTIFY as fit.
+async fn send_notes(state: AppState, mut notes: mpsc::Receiver<Note>, stop: CancellationToken) {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = notes.recv_many(&mut batch, 512) => if n == 0 { return },
+        }
+        for payload in payloads(&state.chat.fanout.instance, batch.drain(..)) {
+            if let Err(e) = state.db.notify(CHANNEL, &payload).await {
+                // The other instances' sweep delivers what this one could not announce.
+                tracing::debug!(error = %e, "cannot send a chat notification");
+            }
+        }
+    }
+}
+
+/// Notes as NOTIFY payloads: the instance's id on the first line, a note per line after it,
+/// each payload under [`PAYLOAD_MAX`] bytes.
+fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for note in notes {
+        let line = match note {
+            Note::Message {
+                conversation_id,
+                user_id,
+                agent_id,
+                seq,
+            } => format!("m {conversation_id} {user_id} {agent_id} {seq}"),
+            Note::Closed {
+                conversation_id,
+                user_id,
+                agent_id,
+            } => format!("c {conversation_id} {user_id} {agent_id}"),
+        };
+        if !current.is_empty() && current.len() + 1 + line.len() > PAYLOAD_MAX {
+            out.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() {
+            current.push_str(instance);
+        }
+        current.push('\n');
+        current.push_str(&line);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// PostgreSQL: listens for the other instances' notes. On every (re)connection it sweeps,
+/// for what was announced while it was not listening.
+async fn listen(state: AppState, stop: CancellationToken) {
+    let Some(pool) = state.db.postgres_pool().cloned() else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            state
+                .chat
+                .fanout
+                .sweep_needed
+                .store(true, Ordering::Release);
+            loop {
+                let notification = listener.recv().await?;
+                heard(&state, notification.payload());
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            result = attempt => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "chat listener disconnected");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Acts on another instance's payload.
+fn heard(state: &AppState, payload: &str) {
+    let mut lines = payload.lines();
+    if lines.next() == Some(state.chat.fanout.instance.as_str()) {
+        return;
+    }
+    for line in lines {
+        let mut fields = line.split(' ');
+        match (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) {
+            (Some("m"), Some(conversation), Some(user), Some(agent), Some(seq)) => {
+                if let Ok(seq) = seq.parse()
+                    && state.chat.hub.has_party(user, agent)
+                {
+                    state.chat.fanout.catch_up(CatchUp {
+                        conversation_id: conversation.to_owned(),
+                        user_id: user.to_owned(),
+                        agent_id: agent.to_owned(),
+                        upto: seq,
+                    });
+                }
+            }
+            (Some("c"), Some(conversation), Some(user), Some(agent), None) => {
+                push_closed(state, conversation, user, agent);
+            }
+            _ => tracing::debug!("unreadable chat notification line"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_stay_under_the_notify_limit_and_keep_every_note() {
+        let notes = (0..500).map(|i| Note::Message {
+            conversation_id: format!("conv_{i:024}"),
+            user_id: format!("usr_{i:024}"),
+            agent_id: format!("agt_{i:024}"),
+            seq: i,
+        });
+        let out = payloads("inst", notes);
+        assert!(out.len() > 1);
+        let mut lines = 0;
+        for p in &out {
+            assert!(p.len() <= PAYLOAD_MAX, "{}", p.len());
+            assert!(p.starts_with("inst\nm "));
+            lines += p.lines().count() - 1;
+        }
+        assert_eq!(lines, 500);
+    }
+}

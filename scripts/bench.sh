@@ -12,6 +12,7 @@
 #   a. mint for known users   POST /rest/v1/auth/token, 10 000 userIds all seen before
 #   b. mint for new users     every request a userId never seen (a durable insert each)
 #   c. verify                 GET /rest/v1/auth/me with valid tokens
+# Then the chat's scenarios (scripts/bench-chat.sh, on the same kind of database).
 # The ceiling is examples/ceiling.rs: a minimal hyper server answering the same routes with
 # constant bodies of the same sizes. Results: printed, and written to bench-results/.
 set -euo pipefail
@@ -242,3 +243,11 @@ print("\n" + text)
 with open(f"bench-results/{backend}-latest.txt", "w") as f:
     f.write(text + "\n")
 EOF
+
+echo
+echo "the chat's scenarios"
+if [ -z "$DATABASE_URL" ]; then
+    scripts/bench-chat.sh --duration "$DURATION"
+else
+    scripts/bench-chat.sh --duration "$DURATION" --database-url "$DATABASE_URL"
+fi

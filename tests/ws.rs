@@ -239,6 +239,15 @@ async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
         .invalidate(&app.tenant, json!({"userId": minted["user"]["id"]}))
         .await;
     assert_eq!(res.status(), 200);
+    // The socket's close frame left before the HTTP answer did.
+    let closes_4002 = || {
+        app.state
+            .render_metrics()
+            .lines()
+            .find(|l| l.starts_with("performchat_chat_socket_closes_total{code=\"4002\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(closes_4002().as_deref(), Some("1"));
     assert_eq!(c.closed().await, (4002, "token_revoked".into()));
 
     // 4002: this token revoked; another socket of the user lives.
@@ -253,6 +262,7 @@ async fn every_way_a_token_dies_closes_its_sockets_with_its_code() {
         )
         .await;
     assert_eq!(res.status(), 200);
+    assert_eq!(closes_4002().as_deref(), Some("2"));
     assert_eq!(c1.closed().await.0, 4002);
     c2.send(json!({"type": "ping"})).await;
     assert_eq!(c2.next().await["type"], "pong");

@@ -31,7 +31,7 @@ use crate::db::{Conversation, Message, Window};
 /// The PostgreSQL notification channel of the chat.
 pub const CHANNEL: &str = "performchat_chat";
 /// How often SQLite's message table is polled for other processes' messages.
-pub const POLL_EVERY: Duration = Duration::from_millis(50);
+pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// How often, on PostgreSQL, followed conversations are checked for lost notifications.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// The most a NOTIFY payload carries (PostgreSQL refuses 8 000 bytes and more).

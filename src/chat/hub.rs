@@ -10,11 +10,11 @@
 //! fills from the database (`fanout`) before pushing it. So concurrent commits, other
 //! instances and lost notifications can delay a message, never reorder, repeat or drop it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::auth::jwt::Claims;
 use crate::db::Message;
@@ -35,23 +35,88 @@ pub enum Push {
 /// Frames a socket's queue holds before the socket counts as too slow.
 pub const QUEUE: usize = 256;
 
-/// One socket's side of the hub: its queue of serialised frames, and a close request.
+/// One socket's side of the hub.
 pub struct Socket {
     pub id: u64,
-    pub frames: mpsc::Receiver<Arc<Push>>,
     pub control: Arc<Control>,
 }
 
-/// How the hub (or a token event) tells a socket to act without waiting for its queue.
+/// What the hub (or a token event) gives a socket: its queue of pushes, a close request, a
+/// request to check its token again. A `VecDeque` under a mutex rather than a channel: an
+/// idle socket's queue allocates nothing, where a tokio channel holds about a kilobyte
+/// (cache-padded halves and a first block of slots) per socket.
 #[derive(Default)]
 pub struct Control {
     /// A close code the socket must close with (0: none).
     close: AtomicU16,
     /// Check the token again: something it depends on changed.
     pub recheck: Notify,
+    queue: Mutex<VecDeque<Arc<Push>>>,
+    /// The queue has something.
+    pub pushed: Notify,
+    /// Token checks the socket has finished ([`Control::GONE`] once it is closed and its
+    /// close frame sent), and their announcement: what [`Hub::settle`] waits on.
+    checks: AtomicU64,
+    checked: Notify,
 }
 
 impl Control {
+    const GONE: u64 = u64::MAX;
+
+    /// The socket finished a token check and is still open.
+    pub fn checked_once(&self) {
+        let _ = self
+            .checks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != Self::GONE).then_some(n + 1)
+            });
+        self.checked.notify_waiters();
+    }
+
+    /// The socket is closed (its close frame, if any, sent).
+    pub fn gone(&self) {
+        self.checks.store(Self::GONE, Ordering::Release);
+        self.checked.notify_waiters();
+    }
+
+    /// Pokes the socket; what to pass to [`Control::checked_since`].
+    fn poke(&self) -> u64 {
+        let before = self.checks.load(Ordering::Acquire);
+        self.recheck.notify_one();
+        before
+    }
+
+    /// Waits until the socket has checked its token since `before` (or is gone).
+    async fn checked_since(&self, before: u64) {
+        loop {
+            let checked = self.checked.notified();
+            tokio::pin!(checked);
+            checked.as_mut().enable();
+            let now = self.checks.load(Ordering::Acquire);
+            if now == Self::GONE || now > before {
+                return;
+            }
+            checked.await;
+        }
+    }
+
+    /// Takes everything queued, oldest first.
+    pub fn take_pushes(&self) -> VecDeque<Arc<Push>> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Queues a push; false if the queue is full.
+    fn push(&self, push: &Arc<Push>) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= QUEUE {
+            return false;
+        }
+        queue.push_back(push.clone());
+        drop(queue);
+        self.pushed.notify_one();
+        true
+    }
+
     pub fn close_code(&self) -> Option<u16> {
         match self.close.load(Ordering::Acquire) {
             0 => None,
@@ -71,7 +136,6 @@ struct Entry {
     user_id: Arc<str>,
     agent_id: Arc<str>,
     jti: Arc<str>,
-    frames: mpsc::Sender<Arc<Push>>,
     control: Arc<Control>,
 }
 
@@ -134,7 +198,6 @@ impl Hub {
     /// `history`).
     pub fn join(&self, claims: &Claims, open_seqs: Vec<(String, i64)>) -> Socket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(QUEUE);
         let control = Arc::new(Control::default());
         let mut inner = self.lock();
         let user_id: Arc<str> = match inner.by_user.get_key_value(claims.sub.as_str()) {
@@ -164,15 +227,10 @@ impl Hub {
                 user_id,
                 agent_id,
                 jti,
-                frames: tx,
                 control: control.clone(),
             },
         );
-        Socket {
-            id,
-            frames: rx,
-            control,
-        }
+        Socket { id, control }
     }
 
     /// A refreshed token: the same user, agent and company, another jti.
@@ -225,11 +283,10 @@ impl Hub {
     fn queue(inner: &Inner, sockets: &[u64], push: &Arc<Push>) -> usize {
         let mut reached = 0;
         for entry in sockets.iter().filter_map(|id| inner.sockets.get(id)) {
-            match entry.frames.try_send(push.clone()) {
-                Ok(()) => reached += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => entry.control.close(TOO_SLOW),
-                // Leaving: it unregisters itself.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if entry.control.push(push) {
+                reached += 1;
+            } else {
+                entry.control.close(TOO_SLOW);
             }
         }
         reached
@@ -298,6 +355,43 @@ impl Hub {
             .collect()
     }
 
+    /// For a user invalidated or a token revoked by this instance: pokes the sockets
+    /// concerned and waits (at most `within`) until each has checked its token again, so
+    /// that their close frames leave before the caller's answer.
+    pub async fn settle(&self, event: &TokenEvent, within: std::time::Duration) {
+        let controls: Vec<Arc<Control>> = {
+            let inner = self.lock();
+            let ids: Vec<u64> = match event {
+                TokenEvent::UserInvalidated { user_id, .. } => inner
+                    .by_user
+                    .get(user_id.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+                TokenEvent::TokenRevoked { jti } => inner
+                    .by_jti
+                    .get(jti.as_str())
+                    .copied()
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            ids.iter()
+                .filter_map(|id| inner.sockets.get(id))
+                .map(|e| e.control.clone())
+                .collect()
+        };
+        if controls.is_empty() {
+            return;
+        }
+        let poked: Vec<u64> = controls.iter().map(|c| c.poke()).collect();
+        let all = async {
+            for (control, before) in controls.iter().zip(poked) {
+                control.checked_since(before).await;
+            }
+        };
+        let _ = tokio::time::timeout(within, all).await;
+    }
+
     /// Pokes the sockets a token event may concern; each checks its token again.
     pub fn token_changed(&self, event: &TokenEvent) {
         let inner = self.lock();
@@ -352,6 +446,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn claims(sub: &str, agent: &str, jti: &str) -> Claims {
@@ -372,15 +468,15 @@ mod tests {
     #[test]
     fn frames_reach_every_socket_of_the_user_with_that_agent_only() {
         let hub = Hub::default();
-        let mut a = hub.join(&claims("u1", "a1", "j1"), vec![]);
-        let mut b = hub.join(&claims("u1", "a1", "j2"), vec![]);
-        let mut other_agent = hub.join(&claims("u1", "a2", "j3"), vec![]);
+        let a = hub.join(&claims("u1", "a1", "j1"), vec![]);
+        let b = hub.join(&claims("u1", "a1", "j2"), vec![]);
+        let other_agent = hub.join(&claims("u1", "a2", "j3"), vec![]);
         let frame = Arc::new(Push::ConversationClosed {
             conversation_id: "c".into(),
         });
         assert_eq!(hub.to_party("u1", "a1", &frame), 2);
-        assert!(a.frames.try_recv().is_ok() && b.frames.try_recv().is_ok());
-        assert!(other_agent.frames.try_recv().is_err());
+        assert!(a.control.take_pushes().len() == 1 && b.control.take_pushes().len() == 1);
+        assert!(other_agent.control.take_pushes().is_empty());
         hub.leave(a.id);
         assert_eq!(hub.to_party("u1", "a1", &frame), 1);
         hub.leave(b.id);
@@ -388,6 +484,44 @@ mod tests {
         assert_eq!(hub.sockets(), 0);
         let inner = hub.lock();
         assert!(inner.by_user.is_empty() && inner.by_jti.is_empty() && inner.parties.is_empty());
+    }
+
+    #[tokio::test]
+    async fn settle_returns_once_the_sockets_concerned_have_checked_or_closed() {
+        let hub = Arc::new(Hub::default());
+        let dying = hub.join(&claims("u1", "a1", "j1"), vec![]);
+        let other = hub.join(&claims("u2", "a1", "j2"), vec![]);
+        // The socket's task: on a poke, it takes 50 ms to send its close frame.
+        let control = dying.control.clone();
+        let task = tokio::spawn(async move {
+            control.recheck.notified().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            control.gone();
+        });
+        let started = tokio::time::Instant::now();
+        let event = TokenEvent::UserInvalidated {
+            user_id: "u1".into(),
+            version: 1,
+        };
+        hub.settle(&event, Duration::from_secs(5)).await;
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(dying.control.checks.load(Ordering::Acquire), Control::GONE);
+        task.await.unwrap();
+        // A socket that checks and stays open settles too; nobody's sockets: at once.
+        let control = other.control.clone();
+        tokio::spawn(async move {
+            control.recheck.notified().await;
+            control.checked_once();
+        });
+        let event = TokenEvent::TokenRevoked { jti: "j2".into() };
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            hub.settle(&event, Duration::from_secs(5)),
+        )
+        .await
+        .expect("settled by the check");
+        let nobody = TokenEvent::TokenRevoked { jti: "j9".into() };
+        hub.settle(&nobody, Duration::from_secs(5)).await;
     }
 
     fn message(conversation: &str, seq: i64) -> Message {
@@ -404,9 +538,9 @@ mod tests {
         }
     }
 
-    fn pushed_seqs(socket: &mut Socket) -> Vec<i64> {
+    fn pushed_seqs(socket: &Socket) -> Vec<i64> {
         let mut seqs = Vec::new();
-        while let Ok(push) = socket.frames.try_recv() {
+        for push in socket.control.take_pushes() {
             if let Push::Message { message, .. } = &*push {
                 seqs.push(message.seq);
             }
@@ -418,7 +552,7 @@ mod tests {
     fn messages_reach_a_party_in_order_once_and_a_gap_is_reported_not_skipped() {
         let hub = Hub::default();
         // conv1 had 3 messages when the socket joined; conv2 is made later.
-        let mut s = hub.join(&claims("u1", "a1", "j1"), vec![("conv1".into(), 3)]);
+        let s = hub.join(&claims("u1", "a1", "j1"), vec![("conv1".into(), 3)]);
         assert_eq!(
             hub.deliver("u1", "a1", &message("conv1", 3)),
             Delivery::Repeat
@@ -449,7 +583,7 @@ mod tests {
             hub.deliver("u1", "a1", &message("conv2", 1)),
             Delivery::Pushed(1)
         );
-        assert_eq!(pushed_seqs(&mut s), vec![4, 5, 6, 1]);
+        assert_eq!(pushed_seqs(&s), vec![4, 5, 6, 1]);
         // Another agent's party, or nobody: not this socket's.
         assert_eq!(
             hub.deliver("u1", "a2", &message("conv3", 1)),
@@ -457,15 +591,12 @@ mod tests {
         );
         assert_eq!(hub.cursor("u9", "a1", "conv1"), None);
         // A second socket of the party shares the cursors; the first one's read is kept.
-        let mut t = hub.join(&claims("u1", "a1", "j2"), vec![("conv1".into(), 2)]);
+        let t = hub.join(&claims("u1", "a1", "j2"), vec![("conv1".into(), 2)]);
         assert_eq!(
             hub.deliver("u1", "a1", &message("conv1", 7)),
             Delivery::Pushed(2)
         );
-        assert_eq!(
-            (pushed_seqs(&mut s), pushed_seqs(&mut t)),
-            (vec![7], vec![7])
-        );
+        assert_eq!((pushed_seqs(&s), pushed_seqs(&t)), (vec![7], vec![7]));
         assert_eq!(hub.followed().len(), 2);
     }
 

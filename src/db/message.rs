@@ -71,21 +71,6 @@ impl NewMessage<'_> {
     }
 }
 
-impl OwnedMessage {
-    fn borrowed(&self) -> NewMessage<'_> {
-        NewMessage {
-            id: &self.id,
-            conversation_id: &self.conversation_id,
-            client_message_id: &self.client_message_id,
-            sender_kind: &self.sender_kind,
-            sender_name: self.sender_name.as_deref(),
-            text: &self.text,
-            status: &self.status,
-            now_ms: self.now_ms,
-        }
-    }
-}
-
 /// Which part of a conversation to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {
@@ -314,6 +299,131 @@ impl Db {
 type Stored = Result<Option<Message>>;
 pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
 
+/// Stores a batch in order inside SQLite's write transaction with four statements whatever
+/// its size (each statement is a round trip to SQLite's worker thread, which cost more than
+/// the work when it was two per message): read the conversations and the client ids already
+/// taken, number the new messages here (the transaction holds SQLite's one write lock, so
+/// nothing else numbers them meanwhile), insert them in one statement, move each
+/// conversation's last seq in one more. SQLite's own SQL (row values, `UPDATE … FROM`):
+/// PostgreSQL stores each message in its own transaction (`store_message!`), where
+/// concurrent transactions queue on the conversation's row only.
+async fn store_batch(
+    tx: &mut sqlx::SqliteConnection,
+    batch: &[MessageAppend],
+) -> Result<Vec<Stored>> {
+    use std::collections::{HashMap, HashSet};
+    let mut conversations: Vec<&str> = batch
+        .iter()
+        .map(|(m, _)| m.conversation_id.as_str())
+        .collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT id, last_seq FROM conversation WHERE status = 'open' AND id IN (",
+    );
+    let mut list = query.separated(", ");
+    for id in &conversations {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    let mut next_seq: HashMap<String, (i64, i64)> = query
+        .build_query_as::<(String, i64)>()
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, last)| (id, (last, 0)))
+        .collect();
+
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT conversation_id, client_message_id FROM message \
+         WHERE (conversation_id, client_message_id) IN (VALUES ",
+    );
+    let mut list = query.separated(", ");
+    for (m, _) in batch {
+        list.push("(")
+            .push_bind_unseparated(m.conversation_id.as_str())
+            .push_unseparated(", ")
+            .push_bind_unseparated(m.client_message_id.as_str())
+            .push_unseparated(")");
+    }
+    query.push(")");
+    let mut taken: HashSet<(String, String)> = query
+        .build_query_as::<(String, String)>()
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+
+    let mut results = Vec::with_capacity(batch.len());
+    let mut stored = Vec::new();
+    for (m, _) in batch {
+        let Some((last, at)) = next_seq.get_mut(&m.conversation_id) else {
+            results.push(Err(StoreError::NotFound(
+                Entity::Conversation,
+                m.conversation_id.clone(),
+            )));
+            continue;
+        };
+        if !taken.insert((m.conversation_id.clone(), m.client_message_id.clone())) {
+            // Stored before, or earlier in this batch: the sender reads the stored one.
+            results.push(Ok(None));
+            continue;
+        }
+        *last += 1;
+        *at = (*at).max(m.now_ms);
+        let message = Message {
+            id: m.id.clone(),
+            conversation_id: m.conversation_id.clone(),
+            seq: *last,
+            client_message_id: m.client_message_id.clone(),
+            sender_kind: m.sender_kind.clone(),
+            sender_name: m.sender_name.clone(),
+            text: m.text.clone(),
+            status: m.status.clone(),
+            created_at: m.now_ms,
+        };
+        stored.push(message.clone());
+        results.push(Ok(Some(message)));
+    }
+    if stored.is_empty() {
+        return Ok(results);
+    }
+
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+        "INSERT INTO message (",
+        message_columns!(),
+        ") "
+    ));
+    insert.push_values(&stored, |mut row, m| {
+        row.push_bind(m.id.as_str())
+            .push_bind(m.conversation_id.as_str())
+            .push_bind(m.seq)
+            .push_bind(m.client_message_id.as_str())
+            .push_bind(m.sender_kind.as_str())
+            .push_bind(m.sender_name.as_deref())
+            .push_bind(m.text.as_str())
+            .push_bind(m.status.as_str())
+            .push_bind(m.created_at);
+    });
+    insert.build().persistent(false).execute(&mut *tx).await?;
+
+    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "UPDATE conversation SET last_seq = v.column2, updated_at = v.column3 FROM (",
+    );
+    update.push_values(
+        next_seq.iter().filter(|(_, (_, at))| *at > 0),
+        |mut row, (id, (last, at))| {
+            row.push_bind(id.as_str()).push_bind(*last).push_bind(*at);
+        },
+    );
+    update.push(") AS v WHERE conversation.id = v.column1");
+    update.build().persistent(false).execute(&mut *tx).await?;
+    Ok(results)
+}
+
 /// How many messages one SQLite transaction takes at most.
 const GROUP_COMMIT_MAX: usize = 256;
 
@@ -330,16 +440,7 @@ pub(super) fn spawn_group_commit(
         let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
         while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
             let outcome = on_conn!(&write, &health, "BEGIN IMMEDIATE", |tx| {
-                let mut results: Vec<Stored> = Vec::with_capacity(batch.len());
-                for (m, _) in &batch {
-                    match store_message!(tx, &m.borrowed()).await {
-                        Err(StoreError::NotFound(entity, id)) => {
-                            results.push(Err(StoreError::NotFound(entity, id)))
-                        }
-                        other => results.push(Ok(other?)),
-                    }
-                }
-                results
+                store_batch(&mut tx, &batch).await?
             });
             match outcome {
                 Ok(results) => {

@@ -314,12 +314,26 @@ fn basic_caller(
     )
 }
 
+/// How long an invalidation or revocation waits for this instance's sockets of that user
+/// or token to close before it answers (each closes in microseconds; the bound covers a
+/// socket stuck writing to a slow client).
+pub(crate) const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // TCP_NODELAY: a socket writes small frames one after another (an `ack`, then the
+    // `message` push); with Nagle's algorithm the second waits for the client's delayed ACK,
+    // up to 40 ms on Linux.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -13,13 +13,13 @@ use super::json::JsonBody;
 use super::openapi::{
     ErrorBody, KeyEndpointErrors, expires_in_schema, nullable_id_schema, user_id_schema,
 };
-use super::{KeyPairRequest, audit_event, authenticate};
+use super::{KeyPairRequest, SETTLE_WITHIN, audit_event, authenticate};
 use crate::app::AppState;
 use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
 use crate::db::{Agent, User};
 use crate::error::{Error, Result};
-use crate::token;
+use crate::token::{self, TokenEvent};
 
 /// The body of the token endpoint: the key pair, the user, and optionally the agent and the
 /// token's lifetime.
@@ -224,6 +224,11 @@ pub async fn revoke_token(
     }
     state.audit.record(event).await?;
     let claims = result?;
+    // This instance's socket holding the token closes before the answer leaves.
+    let event = TokenEvent::TokenRevoked {
+        jti: claims.jti.clone(),
+    };
+    state.chat.hub.settle(&event, SETTLE_WITHIN).await;
     Ok(Json(RevokeResponse {
         revoked: true,
         jti: claims.jti,

@@ -14,13 +14,13 @@ use super::json::JsonBody;
 use super::openapi::{
     ErrorBody, KeyEndpointErrors, id_schema, non_empty_string_schema, user_id_schema,
 };
-use super::{KeyPairRequest, audit_event, authenticate};
+use super::{KeyPairRequest, SETTLE_WITHIN, audit_event, authenticate};
 use crate::app::AppState;
 use crate::auth::{ExternalUserId, Scope, optional_id};
 use crate::clock::rfc3339_ms;
 use crate::db::UserRef;
 use crate::error::{Error, Result};
-use crate::token;
+use crate::token::{self, TokenEvent};
 
 /// The body of the invalidate endpoint: the key pair plus exactly one of `userId` or
 /// `externalId`.
@@ -141,6 +141,12 @@ pub async fn invalidate_user(
     };
     state.audit.record(event).await?;
     let user = result?;
+    // This instance's sockets of the user close before the answer leaves.
+    let event = TokenEvent::UserInvalidated {
+        user_id: user.id.clone(),
+        version: user.token_version,
+    };
+    state.chat.hub.settle(&event, SETTLE_WITHIN).await;
     Ok(Json(InvalidateResponse {
         invalidated: true,
         user: InvalidatedUser {

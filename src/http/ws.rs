@@ -16,11 +16,11 @@ use super::chat::{ConversationBody, MessageBody, client_message_id, required_tex
 use super::me::{MeResponse, describe};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
-use crate::chat::hub::{Push, Socket};
+use crate::chat::hub::{Control, Push, Socket};
 use crate::chat::rules::SenderKind;
 use crate::chat::{self, ChatUser};
 use crate::clock::rfc3339_s;
-use crate::db::Side;
+use crate::db::{Conversation, Side};
 use crate::error::Error;
 use crate::token::{self, Death};
 
@@ -166,10 +166,11 @@ fn error_frame<'a>(id: Option<&'a Value>, e: &Error) -> Out<'a> {
 }
 
 /// Upgrades to the chat socket, with small buffers: an idle socket should cost kilobytes,
-/// and axum's defaults are 128 KiB each way.
+/// and axum's defaults are 128 KiB each way. The read buffer is what tungstenite reads at
+/// once (a longer frame is read in several reads), allocated for every socket up front.
 pub async fn chat_socket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         // Each frame is written at once rather than gathered.
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
@@ -224,20 +225,24 @@ fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error
 }
 
 async fn session(state: AppState, mut socket: WebSocket) {
-    let Some(claims) = authenticate(&state, &mut socket).await else {
+    // Boxed here and below: what runs once, or only while a frame is handled, must not
+    // widen the future every idle socket keeps (it was 11 KiB unboxed).
+    let Some(claims) = Box::pin(authenticate(&state, &mut socket)).await else {
         return;
     };
     // Read before joining: what is committed after the read reaches the socket either way
     // (pushed, or read to fill the gap it leaves).
-    let open_seqs = match state
-        .db
-        .open_conversation_seqs(&claims.sub, &claims.agent_id)
-        .await
+    let open_seqs = match Box::pin(
+        state
+            .db
+            .open_conversation_seqs(&claims.sub, &claims.agent_id),
+    )
+    .await
     {
         Ok(seqs) => seqs,
         Err(_) => {
             state.metrics.chat_closed(close::UNAVAILABLE.0);
-            close_with(&mut socket, close::UNAVAILABLE).await;
+            Box::pin(close_with(&mut socket, close::UNAVAILABLE)).await;
             return;
         }
     };
@@ -248,13 +253,16 @@ async fn session(state: AppState, mut socket: WebSocket) {
         claims,
         socket_id: joined.id,
         expiring_sent: false,
+        sending_to: None,
+        control: joined.control.clone(),
     };
     let code = live.run(&mut socket, joined).await;
     hub.leave(live.socket_id);
     if let Some(code) = code {
         state.metrics.chat_closed(code.0);
-        close_with(&mut socket, code).await;
+        Box::pin(close_with(&mut socket, code)).await;
     }
+    live.control.gone();
 }
 
 /// Waits for the `auth` frame and answers `ready`; closes the socket on anything else.
@@ -337,6 +345,9 @@ struct Live<'a> {
     claims: Claims,
     socket_id: u64,
     expiring_sent: bool,
+    /// The conversation of the last `send`, so that a socket's next send reads nothing.
+    sending_to: Option<Box<Conversation>>,
+    control: Arc<Control>,
 }
 
 impl Live<'_> {
@@ -365,6 +376,7 @@ impl Live<'_> {
     /// Checks the token again: a close code if it is dead; sends `expiring` when due.
     async fn recheck(&mut self, socket: &mut WebSocket) -> Result<(), (u16, &'static str)> {
         token::check_alive(self.state, &self.claims).map_err(close_for)?;
+        self.control.checked_once();
         if !self.expiring_sent && self.state.clock.now_ms() >= self.expiring_at_ms() {
             self.expiring_sent = true;
             let out = Out::Expiring {
@@ -378,11 +390,7 @@ impl Live<'_> {
     }
 
     /// Serves the socket until it closes; the close code to send, if any.
-    async fn run(
-        &mut self,
-        socket: &mut WebSocket,
-        mut joined: Socket,
-    ) -> Option<(u16, &'static str)> {
+    async fn run(&mut self, socket: &mut WebSocket, joined: Socket) -> Option<(u16, &'static str)> {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut last_heard = tokio::time::Instant::now();
@@ -404,10 +412,10 @@ impl Live<'_> {
                             return too_big.then_some(close::TOO_BIG);
                         }
                         Some(Ok(Frame::Text(t))) => {
-                            if let Err(code) = self.recheck(socket).await {
+                            if let Err(code) = Box::pin(self.recheck(socket)).await {
                                 return Some(code);
                             }
-                            if !self.handle(socket, t.as_str()).await {
+                            if !Box::pin(self.handle(socket, t.as_str())).await {
                                 return None;
                             }
                         }
@@ -421,19 +429,20 @@ impl Live<'_> {
                         Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
                     }
                 }
-                push = joined.frames.recv() => {
-                    let push = push?;
-                    if !self.deliver(socket, &push).await {
-                        return None;
+                _ = joined.control.pushed.notified() => {
+                    for push in joined.control.take_pushes() {
+                        if !Box::pin(self.deliver(socket, &push)).await {
+                            return None;
+                        }
                     }
                 }
                 _ = joined.control.recheck.notified() => {
-                    if let Err(code) = self.recheck(socket).await {
+                    if let Err(code) = Box::pin(self.recheck(socket)).await {
                         return Some(code);
                     }
                 }
                 _ = tokio::time::sleep(deadline) => {
-                    if let Err(code) = self.recheck(socket).await {
+                    if let Err(code) = Box::pin(self.recheck(socket)).await {
                         return Some(code);
                     }
                 }
@@ -441,7 +450,7 @@ impl Live<'_> {
                     if last_heard.elapsed() > SILENT_FOR {
                         return None;
                     }
-                    if let Err(code) = self.recheck(socket).await {
+                    if let Err(code) = Box::pin(self.recheck(socket)).await {
                         return Some(code);
                     }
                     if socket.send(Frame::Ping(Default::default())).await.is_err() {
@@ -494,11 +503,19 @@ impl Live<'_> {
                     let cmid = client_message_id(fields.get("clientMessageId"))?
                         .ok_or_else(|| Error::invalid("clientMessageId is required"))?;
                     let text = required_text("text", fields.get("text"))?;
-                    let conversation =
-                        chat::user_conversation(state, &user, conversation_id).await?;
+                    // The conversation last sent to is kept: who owns it never changes, and
+                    // whether it is still open is checked by the store itself.
+                    let conversation = match self.sending_to.take() {
+                        Some(c) if c.id == conversation_id => c,
+                        _ => {
+                            Box::new(chat::user_conversation(state, &user, conversation_id).await?)
+                        }
+                    };
                     let sent =
                         chat::send(state, &conversation, SenderKind::User, None, &cmid, &text)
-                            .await?;
+                            .await;
+                    self.sending_to = Some(conversation);
+                    let sent = sent?;
                     Ok(reply(Out::Ack {
                         id,
                         message: sent.message.into(),

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! chat_load memory     --http URL --key-id ID --key-secret S --pid PID [--sockets 10000]
-//! chat_load throughput --http URL --key-id ID --key-secret S [--sockets 64] [--duration 10]
+//! chat_load throughput --http URL --key-id ID --key-secret S --pid PID [--sockets 64] [--duration 10]
 //! chat_load connect    --http URL --key-id ID --key-secret S [--sockets 64] [--rounds 20]
 //! chat_load revoke     --http URL --other URL --key-id ID --key-secret S [--sockets 10000] [--revoke 1000]
 //! chat_load fanout     --http URL --other URL --key-id ID --key-secret S [--users 100] [--rate 1000] [--duration 10]
@@ -166,6 +166,16 @@ async fn chat_socket(url: &str, token: &str) -> (Ws, String) {
     (ws, id)
 }
 
+/// CPU time a process used so far (user + system), from /proc.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("the server's /proc status")
@@ -251,7 +261,15 @@ async fn throughput(target: &Target, args: &Args) -> Value {
         sockets.push(chat_socket(&url, token).await);
     }
     // Peak: each socket sends its next message once the last one is acked.
+    let server = args.number("pid", 0).to_string();
+    let cpu_before = (cpu_time(&server), cpu_time("self"));
     let (peak_sockets, peak) = run_senders(sockets, duration, None).await;
+    let cpu_after = (cpu_time(&server), cpu_time("self"));
+    let per_message = |before: Duration, after: Duration| {
+        ((after - before).as_secs_f64() * 1e6 / peak.0.max(1) as f64).round()
+    };
+    let cpu = json!({"server_us_per_message": per_message(cpu_before.0, cpu_after.0),
+                     "load_generator_us_per_message": per_message(cpu_before.1, cpu_after.1)});
     let rate = peak.0 as f64 / duration.as_secs_f64();
     // Half the peak rate, paced per socket.
     let interval = Duration::from_secs_f64(n as f64 / (rate / 2.0));
@@ -259,7 +277,7 @@ async fn throughput(target: &Target, args: &Args) -> Value {
     let (_, mut peak_lat) = peak;
     let (half_count, mut half_lat) = half;
     json!({"scenario": "throughput", "sockets": n, "duration_s": duration.as_secs(),
-           "acked_per_s": rate.round(), "peak_latency": percentiles(&mut peak_lat),
+           "acked_per_s": rate.round(), "peak_latency": percentiles(&mut peak_lat), "cpu": cpu,
            "half_rate_per_s": (half_count as f64 / duration.as_secs_f64()).round(),
            "half_rate_latency": percentiles(&mut half_lat)})
 }

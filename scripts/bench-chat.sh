@@ -102,7 +102,7 @@ stop_all
 
 fresh_database throughput; start a
 echo "throughput: 64 sockets, ${DURATION}s at peak, ${DURATION}s at half rate"
-THROUGHPUT=$("$LOAD" throughput --http "http://127.0.0.1:$PORT_a" $(key "$WORK/a.banner") --duration "$DURATION")
+THROUGHPUT=$("$LOAD" throughput --http "http://127.0.0.1:$PORT_a" $(key "$WORK/a.banner") --pid "$PID_a" --duration "$DURATION")
 echo "connect: 64 sockets at once, 20 rounds"
 CONNECT=$("$LOAD" connect --http "http://127.0.0.1:$PORT_a" $(key "$WORK/a.banner"))
 stop_all
@@ -133,7 +133,7 @@ lines = [
     f"performchat chat benchmark, {stamp}, {backend}, {result['machine']}",
     f"memory      {memory['bytes_per_socket'] / 1024:.2f} KiB per idle socket ({memory['sockets']} sockets; goal < 4 KiB: {mark(memory['bytes_per_socket'] < 4096)})",
     f"throughput  {throughput['acked_per_s']:.0f} acked messages/s (64 sockets; goal >= 20 000 on SQLite: {mark(throughput['acked_per_s'] >= 20000)}), "
-    f"p99 send->ack {throughput['peak_latency']['p99_ms']:.2f} ms at peak, {throughput['half_rate_latency']['p99_ms']:.2f} ms at {throughput['half_rate_per_s']:.0f}/s (goal <= 5 ms: {mark(throughput['half_rate_latency']['p99_ms'] <= 5)})",
+    f"p99 send->ack {throughput['peak_latency']['p99_ms']:.2f} ms at peak, {throughput['half_rate_latency']['p99_ms']:.2f} ms at {throughput['half_rate_per_s']:.0f}/s (goal <= 5 ms: {mark(throughput['half_rate_latency']['p99_ms'] <= 5)}); CPU per message: server {throughput['cpu']['server_us_per_message']:.0f} µs, load generator {throughput['cpu']['load_generator_us_per_message']:.0f} µs",
     f"connect     auth->ready p50 {connect['auth_to_ready']['p50_ms']:.2f} ms, p99 {connect['auth_to_ready']['p99_ms']:.2f} ms (64 at once; goal <= 5 ms: {mark(connect['auth_to_ready']['p99_ms'] <= 5)})",
     f"revoke      same instance: {r['same_instance']['closed_before_http_answer']} of {r['revoked'] // 2 + r['revoked'] % 2} closes left before the HTTP answer; "
     f"other instance: p50 {r['other_instance_after_http_answer']['p50_ms']:.1f} ms, p99 {r['other_instance_after_http_answer']['p99_ms']:.1f} ms after it ({r['sockets']} sockets open)",

@@ -160,7 +160,7 @@ pub async fn send(
             retry_after_s: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         });
     }
-    let id = format!("msg_{}", cuid2::create_id());
+    let id = message_id(state.clock.now_ms());
     let new = NewMessage {
         id: &id,
         conversation_id: &conversation.id,
@@ -190,6 +190,14 @@ pub async fn send(
         Err(StoreError::NotFound(Entity::Conversation, _)) => Err(Error::ConversationClosed),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A new message id: the time in milliseconds (hex), then 12 random characters. Ids made
+/// after one another sort after one another, so each insert lands on the last page of the
+/// id index, where random ids each dirtied a page of their own in every commit.
+fn message_id(now_ms: i64) -> String {
+    let random = cuid2::create_id();
+    format!("msg_{:011x}{}", now_ms.max(0), &random[random.len() - 12..])
 }
 
 /// Records how far `side` has read.

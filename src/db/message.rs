@@ -299,129 +299,106 @@ impl Db {
 type Stored = Result<Option<Message>>;
 pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
 
-/// Stores a batch in order inside SQLite's write transaction with four statements whatever
-/// its size (each statement is a round trip to SQLite's worker thread, which cost more than
-/// the work when it was two per message): read the conversations and the client ids already
-/// taken, number the new messages here (the transaction holds SQLite's one write lock, so
-/// nothing else numbers them meanwhile), insert them in one statement, move each
-/// conversation's last seq in one more. SQLite's own SQL (row values, `UPDATE … FROM`):
-/// PostgreSQL stores each message in its own transaction (`store_message!`), where
-/// concurrent transactions queue on the conversation's row only.
+/// Stores a batch in order in one SQLite transaction sent as one multi-statement query: each
+/// statement sent separately is a round trip to SQLite's worker thread, and under load each
+/// round trip waited for that thread to be scheduled, which cost more than the work (a
+/// batch of one took 2 ms in six round trips). The `INSERT … SELECT` numbers the new
+/// messages of each conversation after its last seq (`row_number()` in batch order) and
+/// leaves out closed conversations and client ids already taken; the `UPDATE` moves each
+/// conversation's last seq to its newest message. SQLite's own SQL (window function in an
+/// insert, `VALUES` columns by position): PostgreSQL stores each message in its own
+/// transaction (`store_message!`), where concurrent transactions queue on the
+/// conversation's row only.
 async fn store_batch(
-    tx: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::SqliteConnection,
     batch: &[MessageAppend],
 ) -> Result<Vec<Stored>> {
     use std::collections::{HashMap, HashSet};
+    // A client id repeated within the batch: only its first message is stored; the others
+    // read it afterwards, as any repeat does.
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = batch
+        .iter()
+        .map(|(m, _)| seen.insert((m.conversation_id.as_str(), m.client_message_id.as_str())))
+        .collect();
     let mut conversations: Vec<&str> = batch
         .iter()
         .map(|(m, _)| m.conversation_id.as_str())
         .collect();
     conversations.sort_unstable();
     conversations.dedup();
+    let now_ms = batch.iter().map(|(m, _)| m.now_ms).max().unwrap_or(0);
 
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "SELECT id, last_seq FROM conversation WHERE status = 'open' AND id IN (",
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+        "BEGIN IMMEDIATE; INSERT INTO message (",
+        message_columns!(),
+        ") SELECT v.column1, v.column2, \
+         c.last_seq + row_number() OVER (PARTITION BY v.column2 ORDER BY v.column9), \
+         v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 FROM ("
+    ));
+    query.push_values(
+        batch.iter().enumerate().filter(|(i, _)| first[*i]),
+        |mut row, (i, (m, _))| {
+            row.push_bind(m.id.as_str())
+                .push_bind(m.conversation_id.as_str())
+                .push_bind(m.client_message_id.as_str())
+                .push_bind(m.sender_kind.as_str())
+                .push_bind(m.sender_name.as_deref())
+                .push_bind(m.text.as_str())
+                .push_bind(m.status.as_str())
+                .push_bind(m.now_ms)
+                .push_bind(i as i64);
+        },
     );
+    query.push(
+        ") AS v JOIN conversation c ON c.id = v.column2 AND c.status = 'open' \
+         WHERE NOT EXISTS (SELECT 1 FROM message m \
+             WHERE m.conversation_id = v.column2 AND m.client_message_id = v.column3) \
+         RETURNING id, seq; \
+         UPDATE conversation \
+         SET last_seq = (SELECT max(seq) FROM message WHERE conversation_id = conversation.id), \
+             updated_at = ",
+    );
+    query.push_bind(now_ms);
+    query.push(" WHERE id IN (");
     let mut list = query.separated(", ");
     for id in &conversations {
         list.push_bind(*id);
     }
-    query.push(")");
-    let mut next_seq: HashMap<String, (i64, i64)> = query
+    query.push(
+        ") AND last_seq < (SELECT max(seq) FROM message WHERE conversation_id = conversation.id); \
+         COMMIT",
+    );
+    // Not kept as a prepared statement: its text varies with the batch.
+    let stored = query
         .build_query_as::<(String, i64)>()
         .persistent(false)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(id, last)| (id, (last, 0)))
-        .collect();
-
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "SELECT conversation_id, client_message_id FROM message \
-         WHERE (conversation_id, client_message_id) IN (VALUES ",
-    );
-    let mut list = query.separated(", ");
-    for (m, _) in batch {
-        list.push("(")
-            .push_bind_unseparated(m.conversation_id.as_str())
-            .push_unseparated(", ")
-            .push_bind_unseparated(m.client_message_id.as_str())
-            .push_unseparated(")");
-    }
-    query.push(")");
-    let mut taken: HashSet<(String, String)> = query
-        .build_query_as::<(String, String)>()
-        .persistent(false)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-
-    let mut results = Vec::with_capacity(batch.len());
-    let mut stored = Vec::new();
-    for (m, _) in batch {
-        let Some((last, at)) = next_seq.get_mut(&m.conversation_id) else {
-            results.push(Err(StoreError::NotFound(
-                Entity::Conversation,
-                m.conversation_id.clone(),
-            )));
-            continue;
-        };
-        if !taken.insert((m.conversation_id.clone(), m.client_message_id.clone())) {
-            // Stored before, or earlier in this batch: the sender reads the stored one.
-            results.push(Ok(None));
-            continue;
+        .fetch_all(&mut *conn)
+        .await;
+    let seqs: HashMap<String, i64> = match stored {
+        Ok(rows) => rows.into_iter().collect(),
+        Err(e) => {
+            // A statement failed: the ones after it (COMMIT included) did not run.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(e.into());
         }
-        *last += 1;
-        *at = (*at).max(m.now_ms);
-        let message = Message {
-            id: m.id.clone(),
-            conversation_id: m.conversation_id.clone(),
-            seq: *last,
-            client_message_id: m.client_message_id.clone(),
-            sender_kind: m.sender_kind.clone(),
-            sender_name: m.sender_name.clone(),
-            text: m.text.clone(),
-            status: m.status.clone(),
-            created_at: m.now_ms,
-        };
-        stored.push(message.clone());
-        results.push(Ok(Some(message)));
-    }
-    if stored.is_empty() {
-        return Ok(results);
-    }
-
-    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
-        "INSERT INTO message (",
-        message_columns!(),
-        ") "
-    ));
-    insert.push_values(&stored, |mut row, m| {
-        row.push_bind(m.id.as_str())
-            .push_bind(m.conversation_id.as_str())
-            .push_bind(m.seq)
-            .push_bind(m.client_message_id.as_str())
-            .push_bind(m.sender_kind.as_str())
-            .push_bind(m.sender_name.as_deref())
-            .push_bind(m.text.as_str())
-            .push_bind(m.status.as_str())
-            .push_bind(m.created_at);
-    });
-    insert.build().persistent(false).execute(&mut *tx).await?;
-
-    let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "UPDATE conversation SET last_seq = v.column2, updated_at = v.column3 FROM (",
-    );
-    update.push_values(
-        next_seq.iter().filter(|(_, (_, at))| *at > 0),
-        |mut row, (id, (last, at))| {
-            row.push_bind(id.as_str()).push_bind(*last).push_bind(*at);
-        },
-    );
-    update.push(") AS v WHERE conversation.id = v.column1");
-    update.build().persistent(false).execute(&mut *tx).await?;
-    Ok(results)
+    };
+    Ok(batch
+        .iter()
+        .map(|(m, _)| {
+            Ok(seqs.get(&m.id).map(|&seq| Message {
+                id: m.id.clone(),
+                conversation_id: m.conversation_id.clone(),
+                seq,
+                client_message_id: m.client_message_id.clone(),
+                sender_kind: m.sender_kind.clone(),
+                sender_name: m.sender_name.clone(),
+                text: m.text.clone(),
+                status: m.status.clone(),
+                created_at: m.now_ms,
+            }))
+        })
+        .collect())
 }
 
 /// How many messages one SQLite transaction takes at most.
@@ -439,9 +416,8 @@ pub(super) fn spawn_group_commit(
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
         while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-            let outcome = on_conn!(&write, &health, "BEGIN IMMEDIATE", |tx| {
-                store_batch(&mut tx, &batch).await?
-            });
+            // The transaction is in the query itself (see `store_batch`).
+            let outcome = on_conn!(&write, &health, |conn| store_batch(conn, &batch).await?);
             match outcome {
                 Ok(results) => {
                     for ((_, reply), result) in batch.drain(..).zip(results) {

@@ -191,6 +191,10 @@ impl Db {
                     // 512 KiB of page cache per connection (SQLite's default is 2 MiB): the hot
                     // rows are cached above the database anyway.
                     .pragma("cache_size", "-512")
+                    // Statement journals (a multi-row write that may fail half-way keeps
+                    // the pages it changed) in memory, not in a temporary file: they were
+                    // 14 % of the CPU of storing messages.
+                    .pragma("temp_store", "memory")
                     .foreign_keys(true);
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)

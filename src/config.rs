@@ -178,6 +178,15 @@ pub struct Settings {
     #[arg(long, env = "PERFORMCHAT_CHAT_SEND_BURST", default_value_t = 40)]
     pub chat_send_burst: u32,
 
+    /// Seconds between the WebSocket pings a chat socket gets (keeps proxies from closing
+    /// a quiet connection; set it below their idle timeout).
+    #[arg(long, env = "PERFORMCHAT_CHAT_PING_INTERVAL", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_ping_interval: u32,
+
+    /// Seconds a chat socket may stay silent (not even answering pings) before it is dropped.
+    #[arg(long, env = "PERFORMCHAT_CHAT_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_idle_timeout: u32,
+
     /// Origins allowed to call GET /rest/v1/auth/me from a browser, comma-separated, or * for
     /// any. Key endpoints never answer CORS.
     #[arg(long, env = "PERFORMCHAT_CORS_ORIGINS", default_value = "*")]

@@ -612,8 +612,9 @@ async fn a_user_sending_too_fast_is_told_to_wait_and_the_company_is_not() {
     }
 }
 
-/// A 201 is only sent after the commit: kill -9 the real server under load, and every
-/// message it answered is there after a restart, with its seq.
+/// A 201 or an `ack` is only sent after the commit: kill -9 the real server under load from
+/// REST and socket senders, and every message it answered is there after a restart, with
+/// its seq.
 #[tokio::test]
 async fn kill_9_under_load_loses_no_answered_message() {
     let db = common::TestDb::new().await;
@@ -666,12 +667,63 @@ async fn kill_9_under_load_loses_no_answered_message() {
             })
         })
         .collect();
+    let ws_url = server.ws_url();
+    let socket_workers: Vec<_> = (0..3)
+        .map(|w| {
+            let (client, base, b, ws_url) = (client.clone(), base.clone(), b.clone(), ws_url.clone());
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                use tokio_tungstenite::tungstenite::Message;
+                let body = json!({"keyId": b["keyId"], "keySecret": b["keySecret"], "userId": format!("s{w}")});
+                let minted: Value = client
+                    .post(format!("{base}/rest/v1/auth/token"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let (mut socket, _) =
+                    common::ChatClient::ready(&ws_url, minted["token"].as_str().unwrap()).await;
+                socket.send(json!({"type": "open"})).await;
+                let conv = socket.next().await["conversation"]["id"].as_str().unwrap().to_owned();
+                let mut answered = Vec::new();
+                'sending: for i in 0.. {
+                    let frame = json!({"type": "send", "conversationId": conv,
+                                       "clientMessageId": format!("m{i}"), "text": "durable?"});
+                    use futures_util::SinkExt;
+                    if socket.ws.send(Message::text(frame.to_string())).await.is_err() {
+                        break;
+                    }
+                    loop {
+                        let Some(Ok(Message::Text(t))) = socket.ws.next().await else {
+                            break 'sending;
+                        };
+                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                        if v["type"] == "ack" {
+                            answered.push((conv.clone(), v["message"]["seq"].as_i64().unwrap(), v["message"]["id"].clone()));
+                            break;
+                        }
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill(); // SIGKILL: no shutdown, no flush.
     let mut answered = Vec::new();
     for w in workers {
         answered.extend(w.await.unwrap());
     }
+    let mut acked = 0;
+    for w in socket_workers {
+        let a = w.await.unwrap();
+        acked += a.len();
+        answered.extend(a);
+    }
+    assert!(acked > 20, "too few acks to prove anything: {acked}");
     assert!(
         answered.len() > 20,
         "too little load to prove anything: {}",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{
     ChatClient as Client, TestApp, assert_error, claims, forge, spawn_app, spawn_app_with,
 };
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use performchat::config::Settings;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -488,4 +488,83 @@ async fn an_erased_user_loses_their_conversations_tokens_and_sockets() {
     let refused = performchat::token::verify(restarted.state(), &token).unwrap_err();
     assert_eq!(refused.code(), "token_revoked");
     restarted.stop().await;
+}
+
+/// A socket that answers no ping for `--chat-idle-timeout` is dropped; one whose client
+/// answers (as browsers do by themselves) stays.
+#[tokio::test]
+async fn a_socket_that_answers_no_ping_is_dropped_and_one_that_does_stays() {
+    let app = spawn_app_with(Settings {
+        chat_ping_interval: 1,
+        chat_idle_timeout: 2,
+        ..Default::default()
+    })
+    .await;
+    let token = app.token_for("u1").await;
+    let (mut silent, _) = Client::ready(&app.ws_url(), &token).await;
+    let (mut lively, _) = Client::ready(&app.ws_url(), &token).await;
+    // The lively client reads (tungstenite answers each ping with a pong as it reads).
+    let started = tokio::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        if let Ok(Some(Ok(Message::Ping(_)))) =
+            tokio::time::timeout(Duration::from_millis(200), lively.ws.next()).await
+        {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 2, "{pings} pings in 3.5 s");
+    lively.send(json!({"type": "ping", "id": "still"})).await;
+    assert_eq!(lively.next().await, json!({"type": "pong", "id": "still"}));
+    // The silent one read nothing for 3.5 s: the server has dropped it (its pings queued
+    // before the end, then the end, without a close code).
+    let ended = async {
+        loop {
+            match silent.ws.next().await {
+                Some(Ok(Message::Ping(_))) => continue,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), ended)
+        .await
+        .expect("the silent socket was dropped");
+}
+
+/// A socket that does not read what it is sent is closed with 4009 once 256 frames wait for
+/// it, and the sender is not slowed down.
+#[tokio::test]
+async fn a_socket_too_slow_to_read_its_pushes_is_closed_with_4009() {
+    let app = spawn_app().await;
+    let token = app.token_for("u1").await;
+    let (mut slow, _) = Client::ready(&app.ws_url(), &token).await;
+    slow.send(json!({"type": "open", "id": "o"})).await;
+    let conversation = slow.next().await["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Long replies fill the TCP buffers first, then the socket's queue.
+    let path = format!("/rest/v1/agent/conversations/{conversation}/messages");
+    let text = "x".repeat(4000);
+    let mut sent = 0;
+    while !app
+        .state
+        .render_metrics()
+        .contains("chat_socket_closes_total{code=\"4009\"}")
+    {
+        assert!(sent < 20_000, "no 4009 after {sent} replies");
+        let res = app
+            .client
+            .post(app.url(&path))
+            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+            .json(&json!({"text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        sent += 1;
+    }
+    // Everything written before the close is still readable; the close code comes last.
+    assert_eq!(slow.closed_within(Duration::from_secs(30)).await.0, 4009);
 }

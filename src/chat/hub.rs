@@ -54,6 +54,8 @@ pub struct Control {
     queue: Mutex<VecDeque<Arc<Push>>>,
     /// The queue has something.
     pub pushed: Notify,
+    /// A close code was set (see [`Control::closing`]).
+    closing: Notify,
     /// Token checks the socket has finished ([`Control::GONE`] once it is closed and its
     /// close frame sent), and their announcement: what [`Hub::settle`] waits on.
     checks: AtomicU64,
@@ -129,6 +131,19 @@ impl Control {
             .close
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.recheck.notify_one();
+        self.closing.notify_one();
+    }
+
+    /// Resolves once a close code is set: a socket blocked writing to a client that reads
+    /// nothing stops waiting, and closes.
+    pub async fn closing(&self) {
+        loop {
+            let closing = self.closing.notified();
+            if self.close_code().is_some() {
+                return;
+            }
+            closing.await;
+        }
     }
 }
 

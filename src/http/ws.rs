@@ -27,9 +27,8 @@ use crate::token::{self, Death};
 /// The largest frame a client may send; a larger one closes the socket with 1009.
 const MAX_FRAME: usize = 64 * 1024;
 const AUTH_WITHIN: Duration = Duration::from_secs(10);
-const PING_EVERY: Duration = Duration::from_secs(25);
-/// A socket that has sent nothing (not even a pong) for this long is dropped.
-const SILENT_FOR: Duration = Duration::from_secs(60);
+/// How long a closing socket waits for its client to take the close frame.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Close codes (docs/chat-protocol.md), with the reason sent beside each.
 pub mod close {
@@ -260,7 +259,8 @@ async fn session(state: AppState, mut socket: WebSocket) {
     hub.leave(live.socket_id);
     if let Some(code) = code {
         state.metrics.chat_closed(code.0);
-        Box::pin(close_with(&mut socket, code)).await;
+        // Bounded: a client too slow to read (4009) may never take the close frame.
+        let _ = tokio::time::timeout(CLOSE_WITHIN, Box::pin(close_with(&mut socket, code))).await;
     }
     live.control.gone();
 }
@@ -391,7 +391,10 @@ impl Live<'_> {
 
     /// Serves the socket until it closes; the close code to send, if any.
     async fn run(&mut self, socket: &mut WebSocket, joined: Socket) -> Option<(u16, &'static str)> {
-        let mut ping = tokio::time::interval(PING_EVERY);
+        let settings = &self.state.settings;
+        let ping_every = Duration::from_secs(settings.chat_ping_interval.max(1).into());
+        let silent_for = Duration::from_secs(settings.chat_idle_timeout.into());
+        let mut ping = tokio::time::interval(ping_every);
         ping.tick().await;
         let mut last_heard = tokio::time::Instant::now();
         loop {
@@ -415,8 +418,12 @@ impl Live<'_> {
                             if let Err(code) = Box::pin(self.recheck(socket)).await {
                                 return Some(code);
                             }
-                            if !Box::pin(self.handle(socket, t.as_str())).await {
-                                return None;
+                            tokio::select! {
+                                open = Box::pin(self.handle(socket, t.as_str())) => if !open {
+                                    return None;
+                                },
+                                // A client that sends but never reads: see below.
+                                _ = joined.control.closing() => {}
                             }
                         }
                         Some(Ok(Frame::Binary(_))) => {
@@ -431,8 +438,13 @@ impl Live<'_> {
                 }
                 _ = joined.control.pushed.notified() => {
                     for push in joined.control.take_pushes() {
-                        if !Box::pin(self.deliver(socket, &push)).await {
-                            return None;
+                        // A client that reads nothing blocks the write; its queue then
+                        // overflows, and the close code set by the hub ends the wait.
+                        tokio::select! {
+                            sent = Box::pin(self.deliver(socket, &push)) => if !sent {
+                                return None;
+                            },
+                            _ = joined.control.closing() => break,
                         }
                     }
                 }
@@ -447,13 +459,16 @@ impl Live<'_> {
                     }
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > SILENT_FOR {
+                    if last_heard.elapsed() > silent_for {
                         return None;
                     }
                     if let Err(code) = Box::pin(self.recheck(socket)).await {
                         return Some(code);
                     }
-                    if socket.send(Frame::Ping(Default::default())).await.is_err() {
+                    // A client that takes no bytes for the idle timeout is as silent as one
+                    // that sends none.
+                    let ping = socket.send(Frame::Ping(Default::default()));
+                    if !matches!(tokio::time::timeout(silent_for, ping).await, Ok(Ok(()))) {
                         return None;
                     }
                 }

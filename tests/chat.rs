@@ -612,6 +612,21 @@ async fn a_user_sending_too_fast_is_told_to_wait_and_the_company_is_not() {
     }
 }
 
+/// A token from a running server's banner key.
+async fn mint(client: &reqwest::Client, base: &str, key: &Value, user: &str) -> String {
+    let body = json!({"keyId": key["keyId"], "keySecret": key["keySecret"], "userId": user});
+    let minted: Value = client
+        .post(format!("{base}/rest/v1/auth/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    minted["token"].as_str().unwrap().to_owned()
+}
+
 /// A 201 or an `ack` is only sent after the commit: kill -9 the real server under load from
 /// REST and socket senders, and every message it answered is there after a restart, with
 /// its seq.
@@ -627,17 +642,7 @@ async fn kill_9_under_load_loses_no_answered_message() {
         .map(|w| {
             let (client, base, b) = (client.clone(), base.clone(), b.clone());
             tokio::spawn(async move {
-                let body = json!({"keyId": b["keyId"], "keySecret": b["keySecret"], "userId": format!("w{w}")});
-                let minted: Value = client
-                    .post(format!("{base}/rest/v1/auth/token"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let token = minted["token"].as_str().unwrap().to_owned();
+                let token = mint(&client, &base, &b, &format!("w{w}")).await;
                 let opened: Value = client
                     .post(format!("{base}/rest/v1/chat/conversations"))
                     .bearer_auth(&token)
@@ -660,8 +665,14 @@ async fn kill_9_under_load_loses_no_answered_message() {
                     if res.status() != 201 {
                         break;
                     }
-                    let Ok(body) = res.json::<Value>().await else { break };
-                    answered.push((conv.clone(), body["message"]["seq"].as_i64().unwrap(), body["message"]["id"].clone()));
+                    let Ok(body) = res.json::<Value>().await else {
+                        break;
+                    };
+                    answered.push((
+                        conv.clone(),
+                        body["message"]["seq"].as_i64().unwrap(),
+                        body["message"]["id"].clone(),
+                    ));
                 }
                 answered
             })
@@ -670,30 +681,29 @@ async fn kill_9_under_load_loses_no_answered_message() {
     let ws_url = server.ws_url();
     let socket_workers: Vec<_> = (0..3)
         .map(|w| {
-            let (client, base, b, ws_url) = (client.clone(), base.clone(), b.clone(), ws_url.clone());
+            let (client, base, b, ws_url) =
+                (client.clone(), base.clone(), b.clone(), ws_url.clone());
             tokio::spawn(async move {
                 use futures_util::StreamExt;
                 use tokio_tungstenite::tungstenite::Message;
-                let body = json!({"keyId": b["keyId"], "keySecret": b["keySecret"], "userId": format!("s{w}")});
-                let minted: Value = client
-                    .post(format!("{base}/rest/v1/auth/token"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let (mut socket, _) =
-                    common::ChatClient::ready(&ws_url, minted["token"].as_str().unwrap()).await;
+                let token = mint(&client, &base, &b, &format!("s{w}")).await;
+                let (mut socket, _) = common::ChatClient::ready(&ws_url, &token).await;
                 socket.send(json!({"type": "open"})).await;
-                let conv = socket.next().await["conversation"]["id"].as_str().unwrap().to_owned();
+                let conv = socket.next().await["conversation"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
                 let mut answered = Vec::new();
                 'sending: for i in 0.. {
                     let frame = json!({"type": "send", "conversationId": conv,
                                        "clientMessageId": format!("m{i}"), "text": "durable?"});
                     use futures_util::SinkExt;
-                    if socket.ws.send(Message::text(frame.to_string())).await.is_err() {
+                    if socket
+                        .ws
+                        .send(Message::text(frame.to_string()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     loop {
@@ -702,7 +712,11 @@ async fn kill_9_under_load_loses_no_answered_message() {
                         };
                         let v: Value = serde_json::from_str(t.as_str()).unwrap();
                         if v["type"] == "ack" {
-                            answered.push((conv.clone(), v["message"]["seq"].as_i64().unwrap(), v["message"]["id"].clone()));
+                            answered.push((
+                                conv.clone(),
+                                v["message"]["seq"].as_i64().unwrap(),
+                                v["message"]["id"].clone(),
+                            ));
                             break;
                         }
                     }

@@ -111,8 +111,13 @@ impl Fanout {
 
     fn catch_up(&self, job: CatchUp) {
         if self.catch_ups.try_send(job).is_err() {
-            self.sweep_needed.store(true, Ordering::Release);
+            self.sweep_later();
         }
+    }
+
+    /// Asks the fan-out task to compare every followed conversation with the database.
+    fn sweep_later(&self) {
+        self.sweep_needed.store(true, Ordering::Release);
     }
 
     fn note(&self, state: &AppState, note: Note) {
@@ -209,7 +214,7 @@ async fn run(state: AppState, mut catch_ups: mpsc::Receiver<CatchUp>, stop: Canc
                 if sqlite {
                     poll_sqlite(&state, &mut rowid).await;
                 } else {
-                    state.chat.fanout.sweep_needed.store(true, Ordering::Release);
+                    state.chat.fanout.sweep_later();
                 }
             }
         }
@@ -260,11 +265,7 @@ async fn catch_up(state: AppState, job: CatchUp) {
             Err(e) => {
                 // Tried again by the next sweep or poll; a client may also ask `history`.
                 tracing::warn!(error = %e, "cannot read messages to deliver");
-                state
-                    .chat
-                    .fanout
-                    .sweep_needed
-                    .store(true, Ordering::Release);
+                state.chat.fanout.sweep_later();
                 return;
             }
         };
@@ -340,11 +341,7 @@ async fn sweep(state: &AppState) {
             Ok(rows) => rows.into_iter().collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot sweep followed conversations");
-                state
-                    .chat
-                    .fanout
-                    .sweep_needed
-                    .store(true, Ordering::Release);
+                state.chat.fanout.sweep_later();
                 return;
             }
         };
@@ -417,40 +414,14 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
 /// PostgreSQL: listens for the other instances' notes. On every (re)connection it sweeps,
 /// for what was announced while it was not listening.
 async fn listen(state: AppState, stop: CancellationToken) {
-    let Some(pool) = state.db.postgres_pool().cloned() else {
-        return;
-    };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
-            state
-                .chat
-                .fanout
-                .sweep_needed
-                .store(true, Ordering::Release);
-            loop {
-                let notification = listener.recv().await?;
-                heard(&state, notification.payload());
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            result = attempt => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "chat listener disconnected");
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    let db = state.db.clone();
+    db.listen(
+        CHANNEL,
+        stop,
+        || state.chat.fanout.sweep_later(),
+        |payload| heard(&state, payload),
+    )
+    .await;
 }
 
 /// Acts on another instance's payload.

@@ -259,6 +259,48 @@ impl Db {
         }
     }
 
+    /// PostgreSQL only: listens on `channel` until `stop`, reconnecting with a backoff (100 ms,
+    /// doubling to 2 s). `connected` runs on every (re)connection (what was sent while
+    /// nobody listened is lost: the caller looks for it), `heard` on every payload. Returns
+    /// at once on SQLite.
+    pub async fn listen(
+        &self,
+        channel: &str,
+        stop: tokio_util::sync::CancellationToken,
+        connected: impl Fn(),
+        heard: impl Fn(&str),
+    ) {
+        let Pools::Postgres(pool) = &self.pools else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen(channel).await?;
+                connected();
+                loop {
+                    heard(listener.recv().await?.payload());
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                result = attempt => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, channel, "listener disconnected");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Whether the last write failed because the database refused it (and none has
     /// succeeded since). While it has, readiness probes with a write of its own.
     pub fn writes_failing(&self) -> bool {

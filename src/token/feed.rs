@@ -129,36 +129,12 @@ async fn apply(db: &Db, state: &TokenState, change: &Change, clock: &Clock) -> d
 /// PostgreSQL: wake the feed whenever the change log's trigger NOTIFYs. Reconnects with a
 /// backoff after losing the connection; the feed's catch-up read covers what it missed.
 pub async fn listen(db: Db, state: &TokenState, stop: CancellationToken) {
-    const CHANNEL: &str = "performchat_change";
-    let Some(pool) = db.postgres_pool() else {
-        return;
-    };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-            listener.listen(CHANNEL).await?;
-            // Anything committed while we were not listening is in the log: look now.
-            state.wake();
-            loop {
-                listener.recv().await?;
-                state.wake();
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            result = attempt => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "change listener disconnected");
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    // Anything committed while nobody listened is in the log: look on every connection.
+    db.listen(
+        "performchat_change",
+        stop,
+        || state.wake(),
+        |_| state.wake(),
+    )
+    .await;
 }

@@ -441,6 +441,31 @@ async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_or
     let started = Instant::now();
     assert_eq!(seqs_heard(&mut on_b, next).await, vec![next], "on B");
     assert_eq!(seqs_heard(&mut on_a, next).await, vec![next], "on A");
+    if db.is_postgres() {
+        // The agent typing, announced on B, reaches A's socket (ephemeral: by NOTIFY only,
+        // so not across processes sharing a SQLite file).
+        let res = pair
+            .client
+            .post(pair.b.url(&format!(
+                "/rest/v1/agent/conversations/{conversation}/typing"
+            )))
+            .basic_auth(
+                pair.key["keyId"].as_str().unwrap(),
+                pair.key["keySecret"].as_str(),
+            )
+            .json(&json!({"state": "start"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        loop {
+            let frame = on_a.next().await;
+            if frame["type"] == "typing" {
+                assert_eq!(frame["state"], "start");
+                break;
+            }
+        }
+    }
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "{:?}",

@@ -568,3 +568,54 @@ async fn a_socket_too_slow_to_read_its_pushes_is_closed_with_4009() {
     // Everything written before the close is still readable; the close code comes last.
     assert_eq!(slow.closed_within(Duration::from_secs(30)).await.0, 4009);
 }
+
+/// The company side says its agent is typing; the user's sockets hear it. Bad states and
+/// other companies' conversations are refused.
+#[tokio::test]
+async fn the_agent_typing_reaches_the_users_sockets() {
+    let app = spawn_app().await;
+    let token = app.token_for("u1").await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
+    let conversation = open(&mut c).await;
+    let typing = |body: Value| {
+        app.client
+            .post(app.url(&format!(
+                "/rest/v1/agent/conversations/{conversation}/typing"
+            )))
+            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        typing(json!({"state": "start"})).await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        c.next().await,
+        json!({"type": "typing", "conversationId": conversation, "state": "start"})
+    );
+    assert_eq!(
+        typing(json!({"state": "stop"})).await.unwrap().status(),
+        204
+    );
+    assert_eq!(c.next().await["state"], "stop");
+    assert_error(
+        typing(json!({"state": "maybe"})).await.unwrap(),
+        400,
+        "invalid_request",
+        "state must be",
+    )
+    .await;
+    let other = app.add_tenant("company_other", "agent_other").await;
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/rest/v1/agent/conversations/{conversation}/typing"
+        )))
+        .basic_auth(&other.key_id, Some(&other.key_secret))
+        .json(&json!({"state": "start"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}

@@ -216,6 +216,12 @@ pub async fn mark_read(
     Ok(state.db.mark_read(&conversation.id, side, seq).await?)
 }
 
+/// The agent (or a person answering for it) started or stopped typing: the user's sockets
+/// hear of it, on every instance. Nothing is stored.
+pub fn agent_typing(state: &AppState, conversation: &Conversation, typing: bool) {
+    super::fanout::typing(state, conversation, typing);
+}
+
 /// Closes a conversation for good (the user's next `open` starts a new one).
 pub async fn close(
     state: &AppState,

@@ -5,7 +5,7 @@
 //! instances hear of it by ids only and read it from the database:
 //! - PostgreSQL: one task sends, after the commits, a NOTIFY on [`CHANNEL`] carrying a batch
 //!   of lines `m <conversation> <user> <agent> <seq>` (ids, never a message: a payload stops
-//!   at 8 000 bytes). It is not sent inside the message's transaction, where PostgreSQL
+//!   at 8 000 bytes; `c …` for a conversation closed, `t … start|stop` for the agent typing). It is not sent inside the message's transaction, where PostgreSQL
 //!   would queue every commit of the database on its one notification lock. A notification
 //!   can be lost (an instance killed between its commit and its NOTIFY, a listener
 //!   reconnecting), so every [`SWEEP_EVERY`] each instance compares the conversations it
@@ -54,6 +54,12 @@ enum Note {
         conversation_id: String,
         user_id: String,
         agent_id: String,
+    },
+    Typing {
+        conversation_id: String,
+        user_id: String,
+        agent_id: String,
+        typing: bool,
     },
 }
 
@@ -176,6 +182,40 @@ pub fn closed(state: &AppState, conversation: &Conversation) {
             agent_id: conversation.agent_id.clone(),
         },
     );
+}
+
+/// The agent's side started or stopped typing: tell the sockets, here and elsewhere.
+pub fn typing(state: &AppState, conversation: &Conversation, typing: bool) {
+    push_typing(
+        state,
+        &conversation.id,
+        &conversation.user_id,
+        &conversation.agent_id,
+        typing,
+    );
+    state.chat.fanout.note(
+        state,
+        Note::Typing {
+            conversation_id: conversation.id.clone(),
+            user_id: conversation.user_id.clone(),
+            agent_id: conversation.agent_id.clone(),
+            typing,
+        },
+    );
+}
+
+fn push_typing(
+    state: &AppState,
+    conversation_id: &str,
+    user_id: &str,
+    agent_id: &str,
+    typing: bool,
+) {
+    let push = std::sync::Arc::new(Push::Typing {
+        conversation_id: conversation_id.to_owned(),
+        typing,
+    });
+    state.chat.hub.to_party(user_id, agent_id, &push);
 }
 
 fn push_closed(state: &AppState, conversation_id: &str, user_id: &str, agent_id: &str) {
@@ -395,6 +435,15 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
                 user_id,
                 agent_id,
             } => format!("c {conversation_id} {user_id} {agent_id}"),
+            Note::Typing {
+                conversation_id,
+                user_id,
+                agent_id,
+                typing,
+            } => {
+                let state = if typing { "start" } else { "stop" };
+                format!("t {conversation_id} {user_id} {agent_id} {state}")
+            }
         };
         if !current.is_empty() && current.len() + 1 + line.len() > PAYLOAD_MAX {
             out.push(std::mem::take(&mut current));
@@ -453,6 +502,9 @@ fn heard(state: &AppState, payload: &str) {
             }
             (Some("c"), Some(conversation), Some(user), Some(agent), None) => {
                 push_closed(state, conversation, user, agent);
+            }
+            (Some("t"), Some(conversation), Some(user), Some(agent), Some(typing)) => {
+                push_typing(state, conversation, user, agent, typing == "start");
             }
             _ => tracing::debug!("unreadable chat notification line"),
         }

@@ -30,6 +30,11 @@ pub enum Push {
     ConversationClosed {
         conversation_id: String,
     },
+    /// The agent's side started (`true`) or stopped typing.
+    Typing {
+        conversation_id: String,
+        typing: bool,
+    },
 }
 
 /// Frames a socket's queue holds before the socket counts as too slow.

@@ -17,6 +17,6 @@ pub struct ChatState {
 }
 
 pub use conversation::{
-    ChatUser, Sent, close, company_conversation, history, list_for_company, list_for_user,
-    mark_read, open, send, user_conversation,
+    ChatUser, Sent, agent_typing, close, company_conversation, history, list_for_company,
+    list_for_user, mark_read, open, send, user_conversation,
 };

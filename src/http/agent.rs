@@ -102,6 +102,13 @@ impl utoipa::PartialSchema for ReplyRequest {
 
 impl ToSchema for ReplyRequest {}
 
+#[derive(Deserialize, ToSchema)]
+pub struct TypingRequest {
+    /// `start` when the agent (or a person) starts typing a reply, `stop` when it stops.
+    #[schema(value_type = String, required = true, pattern = "^(start|stop)$")]
+    state: Option<Value>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ClosedResponse {
     pub conversation: ConversationBody,
@@ -290,4 +297,31 @@ pub async fn close_conversation(
     Ok(Json(ClosedResponse {
         conversation: closed.into(),
     }))
+}
+
+/// Tell the user's sockets that the agent is typing (`start`) or stopped (`stop`).
+#[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/typing", tag = "chat", security(("keyPair" = [])),
+    params(("id" = String, Path)),
+    request_body = TypingRequest,
+    responses(
+        (status = 204, description = "Sent to the user's open sockets, on every instance"),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company", body = ErrorBody),
+    ))]
+pub async fn typing(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TypingRequest>,
+) -> Result<StatusCode> {
+    let typing = match body.state.as_ref().and_then(Value::as_str) {
+        Some("start") => true,
+        Some("stop") => false,
+        _ => return Err(Error::invalid("state must be \"start\" or \"stop\"")),
+    };
+    let caller = chat_caller(&state, &headers, &info)?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    chat::agent_typing(&state, &conversation, typing);
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
             "/rest/v1/agent/conversations/{id}/close",
             post(agent::close_conversation),
         )
+        .route(
+            "/rest/v1/agent/conversations/{id}/typing",
+            post(agent::typing),
+        )
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed });
     // The endpoints a chat widget calls with its bearer token.
     let browser_routes = Router::new()

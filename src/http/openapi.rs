@@ -36,6 +36,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::agent::list_messages,
         super::agent::reply,
         super::agent::close_conversation,
+        super::agent::typing,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,

@@ -129,6 +129,11 @@ enum Out<'a> {
         #[serde(rename = "conversationId")]
         conversation_id: &'a str,
     },
+    Typing {
+        #[serde(rename = "conversationId")]
+        conversation_id: &'a str,
+        state: &'a str,
+    },
     Expiring {
         #[serde(rename = "expiresAt")]
         expires_at: String,
@@ -488,6 +493,13 @@ impl Live<'_> {
             Push::ConversationClosed { conversation_id } => {
                 Out::ConversationClosed { conversation_id }
             }
+            Push::Typing {
+                conversation_id,
+                typing,
+            } => Out::Typing {
+                conversation_id,
+                state: if *typing { "start" } else { "stop" },
+            },
         };
         send(socket, &out).await
     }

@@ -376,6 +376,18 @@ async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_or
     let token = minted["token"].as_str().unwrap();
     let (mut on_a, _) = ChatClient::ready(&pair.a.ws_url(), token).await;
     let (mut on_b, _) = ChatClient::ready(&pair.b.ws_url(), token).await;
+    // The company's feed, on A, hears the messages stored on both.
+    let feed = pair
+        .client
+        .get(pair.a.url("/rest/v1/agent/events"))
+        .basic_auth(
+            pair.key["keyId"].as_str().unwrap(),
+            pair.key["keySecret"].as_str(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut feed = common::EventStream::new(feed);
     on_a.send(json!({"type": "open", "id": "o"})).await;
     let opened = on_a.next().await;
     let conversation = opened["conversation"]["id"].as_str().unwrap().to_owned();
@@ -426,6 +438,14 @@ async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_or
         replied.elapsed()
     );
     assert_eq!(seqs_heard(&mut on_a, 2 * EACH).await, all, "on A");
+    let mut fed = Vec::new();
+    while fed.len() < all.len() {
+        let (name, data) = feed.next().await;
+        assert_eq!(name, "message");
+        fed.push(data["message"]["seq"].as_i64().unwrap());
+    }
+    fed.sort();
+    assert_eq!(fed, all, "the feed on A: every message once");
 
     // Stored by another writer that announced nothing.
     let next = 2 * EACH + 1;

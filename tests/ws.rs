@@ -619,3 +619,87 @@ async fn the_agent_typing_reaches_the_users_sockets() {
         .unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// The company's feed: the user typing, every new message (the user's and the agent's) and a
+/// conversation closed, as server-sent events; another company's feed hears none of it; a
+/// revoked key's feed ends.
+#[tokio::test]
+async fn the_company_feed_hears_typing_messages_and_closes() {
+    let app = spawn_app().await;
+    let feed_of = |key_id: &str, secret: &str| {
+        app.client
+            .get(app.url("/rest/v1/agent/events"))
+            .basic_auth(key_id, Some(secret))
+            .send()
+    };
+    let res = feed_of(&app.tenant.key_id, &app.tenant.key_secret)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut feed = common::EventStream::new(res);
+    let other = app.add_tenant("company_other", "agent_other").await;
+    let mut others =
+        common::EventStream::new(feed_of(&other.key_id, &other.key_secret).await.unwrap());
+
+    let token = app.token_for("u1").await;
+    let (mut c, _) = Client::ready(&app.ws_url(), &token).await;
+    let conversation = open(&mut c).await;
+    c.send(json!({"type": "typing", "conversationId": conversation, "state": "start"}))
+        .await;
+    let (name, data) = feed.next().await;
+    assert_eq!(name, "typing");
+    assert_eq!(data["conversationId"], conversation.as_str());
+    assert_eq!(data["state"], "start");
+    assert!(data["userId"].is_string());
+
+    c.send(json!({"type": "send", "conversationId": conversation,
+                  "clientMessageId": "m1", "text": "hello"}))
+        .await;
+    let (name, data) = feed.next().await;
+    assert_eq!(name, "message");
+    assert_eq!(data["message"]["seq"], 1);
+    assert_eq!(data["message"]["sender"]["kind"], "user");
+
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/rest/v1/agent/conversations/{conversation}/messages"
+        )))
+        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+        .json(&json!({"text": "hi there"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let (name, data) = feed.next().await;
+    assert_eq!(
+        (name.as_str(), &data["message"]["seq"]),
+        ("message", &json!(2))
+    );
+    assert_eq!(data["message"]["sender"]["kind"], "agent");
+
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/rest/v1/agent/conversations/{conversation}/close"
+        )))
+        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (name, data) = feed.next().await;
+    assert_eq!(name, "conversation_closed");
+    assert_eq!(data["conversationId"], conversation.as_str());
+
+    // Another company's feed heard nothing; its key revoked, it ends.
+    let revoked = app
+        .db
+        .revoke_api_key(&other.key_id, app.clock.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(revoked.id, other.key_id);
+    app.state.tokens.wake();
+    assert_eq!(others.next_within(Duration::from_secs(5)).await, None);
+}

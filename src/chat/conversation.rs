@@ -222,6 +222,12 @@ pub fn agent_typing(state: &AppState, conversation: &Conversation, typing: bool)
     super::fanout::typing(state, conversation, typing);
 }
 
+/// The user started or stopped typing: the company's feeds hear of it, on every instance.
+/// Nothing is stored.
+pub fn user_typing(state: &AppState, conversation: &Conversation, typing: bool) {
+    super::fanout::user_typing(state, conversation, typing);
+}
+
 /// Closes a conversation for good (the user's next `open` starts a new one).
 pub async fn close(
     state: &AppState,

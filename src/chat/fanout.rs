@@ -17,8 +17,8 @@
 //! handed to the hub in order, which pushes each once (see `hub`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -45,22 +45,62 @@ const CONCURRENT_READS: usize = 8;
 #[derive(Debug)]
 enum Note {
     Message {
-        conversation_id: String,
-        user_id: String,
-        agent_id: String,
+        ids: Ids,
         seq: i64,
     },
     Closed {
-        conversation_id: String,
-        user_id: String,
-        agent_id: String,
+        ids: Ids,
     },
+    /// The agent's side typing, for the user's sockets.
     Typing {
-        conversation_id: String,
-        user_id: String,
-        agent_id: String,
+        ids: Ids,
         typing: bool,
     },
+    /// The user typing, for the company's feeds.
+    UserTyping {
+        ids: Ids,
+        typing: bool,
+    },
+}
+
+/// Whose conversation a note is about.
+#[derive(Debug)]
+struct Ids {
+    conversation_id: String,
+    user_id: String,
+    agent_id: String,
+    company_id: String,
+}
+
+impl std::fmt::Display for Ids {
+    /// As a notification line carries them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.conversation_id, self.user_id, self.agent_id, self.company_id
+        )
+    }
+}
+
+impl From<&Conversation> for Ids {
+    fn from(c: &Conversation) -> Self {
+        Ids {
+            conversation_id: c.id.clone(),
+            user_id: c.user_id.clone(),
+            agent_id: c.agent_id.clone(),
+            company_id: c.company_id.clone(),
+        }
+    }
+}
+
+/// Read one message (announced by another instance) for the company's feeds here.
+#[derive(Debug)]
+struct FeedRead {
+    company_id: String,
+    agent_id: String,
+    conversation_id: String,
+    seq: i64,
 }
 
 /// Read a conversation's messages up to `upto` for its party here.
@@ -76,6 +116,7 @@ struct CatchUp {
 pub struct Receivers {
     catch_ups: mpsc::Receiver<CatchUp>,
     notes: mpsc::Receiver<Note>,
+    feed_reads: mpsc::Receiver<FeedRead>,
 }
 
 /// The queues between the request paths and the fan-out task.
@@ -84,6 +125,7 @@ pub struct Fanout {
     instance: String,
     catch_ups: mpsc::Sender<CatchUp>,
     notes: mpsc::Sender<Note>,
+    feed_reads: mpsc::Sender<FeedRead>,
     /// A queue overflowed: check every followed conversation.
     sweep_needed: AtomicBool,
     receivers: Mutex<Option<Receivers>>,
@@ -93,14 +135,17 @@ impl Default for Fanout {
     fn default() -> Self {
         let (catch_ups, catch_up_rx) = mpsc::channel(4096);
         let (notes, note_rx) = mpsc::channel(4096);
+        let (feed_reads, feed_read_rx) = mpsc::channel(4096);
         Fanout {
             instance: cuid2::create_id(),
             catch_ups,
             notes,
+            feed_reads,
             sweep_needed: AtomicBool::new(false),
             receivers: Mutex::new(Some(Receivers {
                 catch_ups: catch_up_rx,
                 notes: note_rx,
+                feed_reads: feed_read_rx,
             })),
         }
     }
@@ -121,6 +166,21 @@ impl Fanout {
         }
     }
 
+    /// The feeds of the company want a message stored elsewhere. Feeds are live views
+    /// without catch-up: one dropped here (a full queue) is found by the company's next
+    /// `updatedSince` sync.
+    fn read_for_feeds(&self, ids: &Ids, seq: i64) {
+        let read = FeedRead {
+            company_id: ids.company_id.clone(),
+            agent_id: ids.agent_id.clone(),
+            conversation_id: ids.conversation_id.clone(),
+            seq,
+        };
+        if self.feed_reads.try_send(read).is_err() {
+            tracing::debug!("feed read queue full: a message skips the company's live feed");
+        }
+    }
+
     /// Asks the fan-out task to compare every followed conversation with the database.
     fn sweep_later(&self) {
         self.sweep_needed.store(true, Ordering::Release);
@@ -135,7 +195,8 @@ impl Fanout {
     }
 }
 
-/// A message was committed here: push it to this instance's sockets and tell the others.
+/// A message was committed here: push it to this instance's sockets and feeds, and tell the
+/// others.
 pub fn committed(state: &AppState, conversation: &Conversation, message: &Message) {
     let chat = &state.chat;
     match chat
@@ -155,83 +216,103 @@ pub fn committed(state: &AppState, conversation: &Conversation, message: &Messag
         }),
         Delivery::Repeat | Delivery::NoParty => {}
     }
+    // On SQLite the poll hands every stored message to the feeds (this process's too), so
+    // this one would be there twice.
+    if state.db.postgres_pool().is_some() {
+        message_to_feeds(
+            state,
+            &conversation.company_id,
+            &conversation.agent_id,
+            message,
+        );
+    }
     chat.fanout.note(
         state,
         Note::Message {
-            conversation_id: conversation.id.clone(),
-            user_id: conversation.user_id.clone(),
-            agent_id: conversation.agent_id.clone(),
+            ids: conversation.into(),
             seq: message.seq,
         },
     );
 }
 
-/// A conversation was closed here: tell its sockets, here and elsewhere.
+/// A message for the company's feeds here, if any follows it.
+fn message_to_feeds(state: &AppState, company_id: &str, agent_id: &str, message: &Message) {
+    if state.chat.hub.has_feed(company_id) {
+        let push = Arc::new(Push::Message {
+            conversation_id: message.conversation_id.clone(),
+            message: message.clone(),
+        });
+        state.chat.hub.to_feeds(company_id, agent_id, &push);
+    }
+}
+
+/// A conversation was closed here: tell its sockets and feeds, here and elsewhere.
 pub fn closed(state: &AppState, conversation: &Conversation) {
-    push_closed(
-        state,
-        &conversation.id,
-        &conversation.user_id,
-        &conversation.agent_id,
-    );
-    state.chat.fanout.note(
-        state,
-        Note::Closed {
-            conversation_id: conversation.id.clone(),
-            user_id: conversation.user_id.clone(),
-            agent_id: conversation.agent_id.clone(),
-        },
-    );
+    let ids = Ids::from(conversation);
+    push_closed(state, &ids);
+    state.chat.fanout.note(state, Note::Closed { ids });
 }
 
-/// The agent's side started or stopped typing: tell the sockets, here and elsewhere.
+fn push_closed(state: &AppState, ids: &Ids) {
+    let push = Arc::new(Push::ConversationClosed {
+        conversation_id: ids.conversation_id.clone(),
+    });
+    let hub = &state.chat.hub;
+    hub.to_party(&ids.user_id, &ids.agent_id, &push);
+    hub.to_feeds(&ids.company_id, &ids.agent_id, &push);
+}
+
+/// The agent's side started or stopped typing: tell the user's sockets, here and elsewhere.
 pub fn typing(state: &AppState, conversation: &Conversation, typing: bool) {
-    push_typing(
-        state,
-        &conversation.id,
-        &conversation.user_id,
-        &conversation.agent_id,
-        typing,
-    );
-    state.chat.fanout.note(
-        state,
-        Note::Typing {
-            conversation_id: conversation.id.clone(),
-            user_id: conversation.user_id.clone(),
-            agent_id: conversation.agent_id.clone(),
-            typing,
-        },
-    );
+    let ids = Ids::from(conversation);
+    push_typing(state, &ids, typing);
+    state.chat.fanout.note(state, Note::Typing { ids, typing });
 }
 
-fn push_typing(
-    state: &AppState,
-    conversation_id: &str,
-    user_id: &str,
-    agent_id: &str,
-    typing: bool,
-) {
-    let push = std::sync::Arc::new(Push::Typing {
-        conversation_id: conversation_id.to_owned(),
+fn push_typing(state: &AppState, ids: &Ids, typing: bool) {
+    let push = Arc::new(Push::Typing {
+        conversation_id: ids.conversation_id.clone(),
         typing,
     });
-    state.chat.hub.to_party(user_id, agent_id, &push);
+    state.chat.hub.to_party(&ids.user_id, &ids.agent_id, &push);
 }
 
-fn push_closed(state: &AppState, conversation_id: &str, user_id: &str, agent_id: &str) {
-    let push = std::sync::Arc::new(Push::ConversationClosed {
-        conversation_id: conversation_id.to_owned(),
+/// The user started or stopped typing: tell the company's feeds, here and elsewhere.
+pub fn user_typing(state: &AppState, conversation: &Conversation, typing: bool) {
+    let ids = Ids::from(conversation);
+    push_user_typing(state, &ids, typing);
+    state
+        .chat
+        .fanout
+        .note(state, Note::UserTyping { ids, typing });
+}
+
+fn push_user_typing(state: &AppState, ids: &Ids, typing: bool) {
+    let push = Arc::new(Push::UserTyping {
+        conversation_id: ids.conversation_id.clone(),
+        user_id: ids.user_id.clone(),
+        typing,
     });
-    state.chat.hub.to_party(user_id, agent_id, &push);
+    state
+        .chat
+        .hub
+        .to_feeds(&ids.company_id, &ids.agent_id, &push);
 }
 
-/// Starts the fan-out's tasks: the catch-up loop, and on PostgreSQL the sender of this
-/// instance's notifications and the listener for the others'.
+/// Starts the fan-out's tasks: the catch-up loop, the reader of other instances' messages for
+/// the company feeds here, and on PostgreSQL the sender of this instance's notifications and
+/// the listener for the others'.
 pub fn spawn(state: &AppState, tasks: &tokio_util::task::TaskTracker, stop: &CancellationToken) {
-    let Some(Receivers { catch_ups, notes }) = state.chat.fanout.take_receivers() else {
+    let Some(Receivers {
+        catch_ups,
+        notes,
+        feed_reads,
+    }) = state.chat.fanout.take_receivers()
+    else {
         return;
     };
     tasks.spawn(run(state.clone(), catch_ups, stop.clone()));
+    tasks.spawn(read_for_feeds(state.clone(), feed_reads, stop.clone()));
     if state.db.postgres_pool().is_some() {
         tasks.spawn(send_notes(state.clone(), notes, stop.clone()));
         tasks.spawn(listen(state.clone(), stop.clone()));
@@ -283,6 +364,36 @@ async fn run(state: AppState, mut catch_ups: mpsc::Receiver<CatchUp>, stop: Canc
             reads.spawn(catch_up(state.clone(), job));
         }
         while reads.join_next().await.is_some() {}
+    }
+}
+
+/// Reads the messages other instances stored for the company feeds that follow them here.
+async fn read_for_feeds(
+    state: AppState,
+    mut reads: mpsc::Receiver<FeedRead>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = reads.recv_many(&mut batch, 256) => if n == 0 { return },
+        }
+        for read in batch.drain(..) {
+            let window = Window::After(read.seq - 1);
+            match state
+                .db
+                .list_messages(&read.conversation_id, window, 1)
+                .await
+            {
+                Ok((messages, _)) => {
+                    for message in messages.iter().filter(|m| m.seq == read.seq) {
+                        message_to_feeds(&state, &read.company_id, &read.agent_id, message);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read a message for the feeds"),
+            }
+        }
     }
 }
 
@@ -342,7 +453,7 @@ async fn poll_sqlite(state: &AppState, seen: &mut Option<i64>) {
     };
     let from = match *seen {
         // Nobody here to deliver to, or the first poll: start from now.
-        Some(from) if state.chat.hub.sockets() > 0 => from,
+        Some(from) if state.chat.hub.sockets() > 0 || state.chat.hub.feeds() > 0 => from,
         _ => {
             *seen = Some(last);
             return;
@@ -355,8 +466,17 @@ async fn poll_sqlite(state: &AppState, seen: &mut Option<i64>) {
     }
     match state.db.messages_after_rowid(from, 4 * READ_BATCH).await {
         Ok(rows) => {
-            for (rowid, conversation_id, user_id, agent_id, seq) in rows {
+            for (rowid, conversation_id, user_id, agent_id, company_id, seq) in rows {
                 *seen = Some(rowid);
+                if state.chat.hub.has_feed(&company_id) {
+                    let ids = Ids {
+                        conversation_id: conversation_id.clone(),
+                        user_id: user_id.clone(),
+                        agent_id: agent_id.clone(),
+                        company_id,
+                    };
+                    state.chat.fanout.read_for_feeds(&ids, seq);
+                }
                 if state.chat.hub.has_party(&user_id, &agent_id) {
                     state.chat.fanout.catch_up(CatchUp {
                         conversation_id,
@@ -423,27 +543,12 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for note in notes {
+        let state = |typing: bool| if typing { "start" } else { "stop" };
         let line = match note {
-            Note::Message {
-                conversation_id,
-                user_id,
-                agent_id,
-                seq,
-            } => format!("m {conversation_id} {user_id} {agent_id} {seq}"),
-            Note::Closed {
-                conversation_id,
-                user_id,
-                agent_id,
-            } => format!("c {conversation_id} {user_id} {agent_id}"),
-            Note::Typing {
-                conversation_id,
-                user_id,
-                agent_id,
-                typing,
-            } => {
-                let state = if typing { "start" } else { "stop" };
-                format!("t {conversation_id} {user_id} {agent_id} {state}")
-            }
+            Note::Message { ids, seq } => format!("m {ids} {seq}"),
+            Note::Closed { ids } => format!("c {ids}"),
+            Note::Typing { ids, typing } => format!("t {ids} {}", state(typing)),
+            Note::UserTyping { ids, typing } => format!("u {ids} {}", state(typing)),
         };
         if !current.is_empty() && current.len() + 1 + line.len() > PAYLOAD_MAX {
             out.push(std::mem::take(&mut current));
@@ -480,32 +585,44 @@ fn heard(state: &AppState, payload: &str) {
         return;
     }
     for line in lines {
-        let mut fields = line.split(' ');
-        match (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) {
-            (Some("m"), Some(conversation), Some(user), Some(agent), Some(seq)) => {
-                if let Ok(seq) = seq.parse()
-                    && state.chat.hub.has_party(user, agent)
-                {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (kind, ids, rest) = match fields.as_slice() {
+            [kind, conversation, user, agent, company, rest @ ..] => (
+                *kind,
+                Ids {
+                    conversation_id: (*conversation).to_owned(),
+                    user_id: (*user).to_owned(),
+                    agent_id: (*agent).to_owned(),
+                    company_id: (*company).to_owned(),
+                },
+                rest,
+            ),
+            _ => {
+                tracing::debug!("unreadable chat notification line");
+                continue;
+            }
+        };
+        match (kind, rest) {
+            ("m", [seq]) => {
+                let Ok(seq) = seq.parse::<i64>() else {
+                    continue;
+                };
+                let hub = &state.chat.hub;
+                if hub.has_feed(&ids.company_id) {
+                    state.chat.fanout.read_for_feeds(&ids, seq);
+                }
+                if hub.has_party(&ids.user_id, &ids.agent_id) {
                     state.chat.fanout.catch_up(CatchUp {
-                        conversation_id: conversation.to_owned(),
-                        user_id: user.to_owned(),
-                        agent_id: agent.to_owned(),
+                        conversation_id: ids.conversation_id,
+                        user_id: ids.user_id,
+                        agent_id: ids.agent_id,
                         upto: seq,
                     });
                 }
             }
-            (Some("c"), Some(conversation), Some(user), Some(agent), None) => {
-                push_closed(state, conversation, user, agent);
-            }
-            (Some("t"), Some(conversation), Some(user), Some(agent), Some(typing)) => {
-                push_typing(state, conversation, user, agent, typing == "start");
-            }
+            ("c", []) => push_closed(state, &ids),
+            ("t", [typing]) => push_typing(state, &ids, *typing == "start"),
+            ("u", [typing]) => push_user_typing(state, &ids, *typing == "start"),
             _ => tracing::debug!("unreadable chat notification line"),
         }
     }
@@ -518,9 +635,12 @@ mod tests {
     #[test]
     fn payloads_stay_under_the_notify_limit_and_keep_every_note() {
         let notes = (0..500).map(|i| Note::Message {
-            conversation_id: format!("conv_{i:024}"),
-            user_id: format!("usr_{i:024}"),
-            agent_id: format!("agt_{i:024}"),
+            ids: Ids {
+                conversation_id: format!("conv_{i:024}"),
+                user_id: format!("usr_{i:024}"),
+                agent_id: format!("agt_{i:024}"),
+                company_id: format!("co_{i:024}"),
+            },
             seq: i,
         });
         let out = payloads("inst", notes);

@@ -35,6 +35,12 @@ pub enum Push {
         conversation_id: String,
         typing: bool,
     },
+    /// The user started or stopped typing (for the company's feed).
+    UserTyping {
+        conversation_id: String,
+        user_id: String,
+        typing: bool,
+    },
 }
 
 /// Frames a socket's queue holds before the socket counts as too slow.
@@ -177,12 +183,22 @@ struct Inner {
     by_jti: HashMap<Arc<str>, u64>,
     /// User → agent → party.
     parties: HashMap<Arc<str>, HashMap<Arc<str>, Party>>,
+    feeds: HashMap<u64, Feed>,
+    feeds_by_company: HashMap<Arc<str>, Vec<u64>>,
 }
 
 impl Inner {
     fn party(&self, user_id: &str, agent_id: &str) -> Option<&Party> {
         self.parties.get(user_id)?.get(agent_id)
     }
+}
+
+/// A company's live feed (`GET /rest/v1/agent/events`): what it follows, and its queue.
+struct Feed {
+    company_id: Arc<str>,
+    agent_id: Option<Box<str>>,
+    key_id: Box<str>,
+    control: Arc<Control>,
 }
 
 /// What became of a message handed to [`Hub::deliver`].
@@ -206,6 +222,8 @@ pub struct Hub {
 
 /// The close code of a socket whose queue overflowed.
 pub const TOO_SLOW: u16 = 4009;
+/// The close code of what a revoked key or a deactivated company may no longer follow.
+pub const ACCESS_REVOKED: u16 = 4003;
 
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -412,9 +430,23 @@ impl Hub {
         let _ = tokio::time::timeout(within, all).await;
     }
 
-    /// Pokes the sockets a token event may concern; each checks its token again.
+    /// Pokes the sockets a token event may concern; each checks its token again. A feed whose
+    /// key was revoked, or whose company was deactivated, is closed.
     pub fn token_changed(&self, event: &TokenEvent) {
         let inner = self.lock();
+        for feed in inner.feeds.values() {
+            let dead = match event {
+                TokenEvent::KeyRevoked { key_id } => *feed.key_id == **key_id,
+                TokenEvent::CompanyActive {
+                    company_id,
+                    active: false,
+                } => *feed.company_id == **company_id,
+                _ => false,
+            };
+            if dead {
+                feed.control.close(ACCESS_REVOKED);
+            }
+        }
         let poke = |id: &u64| {
             if let Some(e) = inner.sockets.get(id) {
                 e.control.recheck.notify_one();
@@ -456,6 +488,73 @@ impl Hub {
         for e in inner.sockets.values() {
             e.control.close(code);
         }
+    }
+
+    /// Registers a company's feed (of one agent's conversations, or all of them), opened
+    /// with `key_id`: it closes when that key is revoked or the company deactivated.
+    pub fn follow_company(&self, company_id: &str, agent_id: Option<&str>, key_id: &str) -> Socket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let control = Arc::new(Control::default());
+        let mut inner = self.lock();
+        let company: Arc<str> = company_id.into();
+        inner
+            .feeds_by_company
+            .entry(company.clone())
+            .or_default()
+            .push(id);
+        inner.feeds.insert(
+            id,
+            Feed {
+                company_id: company,
+                agent_id: agent_id.map(Into::into),
+                key_id: key_id.into(),
+                control: control.clone(),
+            },
+        );
+        Socket { id, control }
+    }
+
+    pub fn unfollow_company(&self, id: u64) {
+        let mut inner = self.lock();
+        let Some(feed) = inner.feeds.remove(&id) else {
+            return;
+        };
+        if let Some(ids) = inner.feeds_by_company.get_mut(&feed.company_id) {
+            ids.retain(|f| *f != id);
+            if ids.is_empty() {
+                inner.feeds_by_company.remove(&feed.company_id);
+            }
+        }
+    }
+
+    /// Company feeds held, for metrics.
+    pub fn feeds(&self) -> usize {
+        self.lock().feeds.len()
+    }
+
+    /// Whether some feed here follows the company.
+    pub fn has_feed(&self, company_id: &str) -> bool {
+        self.lock().feeds_by_company.contains_key(company_id)
+    }
+
+    /// Queues a push to the company's feeds that follow the agent.
+    pub fn to_feeds(&self, company_id: &str, agent_id: &str, push: &Arc<Push>) -> usize {
+        let inner = self.lock();
+        let Some(ids) = inner.feeds_by_company.get(company_id) else {
+            return 0;
+        };
+        let mut reached = 0;
+        for feed in ids.iter().filter_map(|id| inner.feeds.get(id)) {
+            if feed.agent_id.as_deref().is_some_and(|a| a != agent_id) {
+                continue;
+            }
+            if feed.control.push(push) {
+                reached += 1;
+            } else {
+                feed.control.close(TOO_SLOW);
+            }
+        }
+        reached
     }
 
     /// Authenticated sockets held, for metrics.

@@ -18,5 +18,5 @@ pub struct ChatState {
 
 pub use conversation::{
     ChatUser, Sent, agent_typing, close, company_conversation, history, list_for_company,
-    list_for_user, mark_read, open, send, user_conversation,
+    list_for_user, mark_read, open, send, user_conversation, user_typing,
 };

@@ -200,15 +200,15 @@ impl Db {
     }
 
     /// SQLite only (see [`Db::last_message_rowid`]): the messages stored after `rowid`, at most
-    /// `limit`, as `(rowid, conversation, user, agent, seq)`.
+    /// `limit`, as `(rowid, conversation, user, agent, company, seq)`.
     pub async fn messages_after_rowid(
         &self,
         rowid: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, String, String, String, i64)>> {
+    ) -> Result<Vec<(i64, String, String, String, String, i64)>> {
         match &self.pools {
             Pools::Sqlite { read, .. } => Ok(sqlx::query_as(
-                "SELECT m.rowid, m.conversation_id, c.user_id, c.agent_id, m.seq \
+                "SELECT m.rowid, m.conversation_id, c.user_id, c.agent_id, c.company_id, m.seq \
                  FROM message m JOIN conversation c ON c.id = m.conversation_id \
                  WHERE m.rowid > $1 ORDER BY m.rowid LIMIT $2",
             )

@@ -2,11 +2,16 @@
 //! with its key pair as HTTP Basic credentials and the `chat` scope. No CORS: no web page
 //! holds a key secret.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -15,8 +20,8 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, T
 
 use super::basic_caller;
 use super::chat::{
-    ConversationBody, ConversationPage, MessagePage, MessageResponse, client_message_id, cursor,
-    required_text, window,
+    ConversationBody, ConversationPage, MessageBody, MessagePage, MessageResponse,
+    client_message_id, cursor, required_text, window,
 };
 use super::json::JsonBody;
 use super::openapi::{ErrorBody, KeyEndpointErrors};
@@ -24,6 +29,7 @@ use super::query::Query;
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::chat;
+use crate::chat::hub::{Control, Push};
 use crate::chat::rules::{ClientMessageId, SenderKind};
 use crate::db::ConversationQuery;
 use crate::error::{Error, Result};
@@ -324,4 +330,97 @@ pub async fn typing(
     let conversation = chat::company_conversation(&state, &caller, &id).await?;
     chat::agent_typing(&state, &conversation, typing);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The company's live feed, as server-sent events: `message` (every new message of its
+/// conversations, the user's and the agent's), `typing` (the user started or stopped typing)
+/// and `conversation_closed`; each event's data is one JSON object. A live view without
+/// replay: after a reconnect, catch up with `GET /rest/v1/agent/conversations?updatedSince=`.
+/// The stream ends when the key is revoked or the company deactivated, or when the reader
+/// falls 256 events behind.
+#[utoipa::path(get, path = "/rest/v1/agent/events", tag = "chat", security(("keyPair" = [])),
+    params(("agentId" = Option<String>, Query, description = "Only this agent's conversations")),
+    responses(
+        (status = 200, description = "`text/event-stream`: events `message` `{\"conversationId\",\"message\"}`, `typing` `{\"conversationId\",\"userId\",\"state\"}`, `conversation_closed` `{\"conversationId\"}`; a comment every 15 s keeps proxies from closing it", content_type = "text/event-stream", body = String),
+        KeyEndpointErrors,
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let caller = chat_caller(&state, &headers, &info)?;
+    let q = Query::parse(query.as_deref(), &["agentId"])?;
+    let feed = state
+        .chat
+        .hub
+        .follow_company(&caller.company_id, q.get("agentId"), &caller.key_id);
+    let feed = Following {
+        state: state.clone(),
+        id: feed.id,
+        control: feed.control,
+    };
+    let events = futures_util::stream::unfold(
+        (feed, std::collections::VecDeque::<Arc<Push>>::new()),
+        |(feed, mut pending)| async move {
+            loop {
+                if let Some(event) = pending.pop_front().and_then(|p| event_of(&p)) {
+                    return Some((Ok(event), (feed, pending)));
+                }
+                if !pending.is_empty() {
+                    continue;
+                }
+                if feed.control.close_code().is_some() {
+                    return None;
+                }
+                tokio::select! {
+                    _ = feed.control.pushed.notified() => pending.extend(feed.control.take_pushes()),
+                    _ = feed.control.closing() => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A feed registered in the hub for as long as its response streams.
+struct Following {
+    state: AppState,
+    id: u64,
+    control: Arc<Control>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.state.chat.hub.unfollow_company(self.id);
+    }
+}
+
+fn event_of(push: &Push) -> Option<Event> {
+    let (name, data) = match push {
+        Push::Message {
+            conversation_id,
+            message,
+        } => (
+            "message",
+            serde_json::json!({"conversationId": conversation_id, "message": MessageBody::from(message.clone())}),
+        ),
+        Push::UserTyping {
+            conversation_id,
+            user_id,
+            typing,
+        } => (
+            "typing",
+            serde_json::json!({"conversationId": conversation_id, "userId": user_id,
+                               "state": if *typing { "start" } else { "stop" }}),
+        ),
+        Push::ConversationClosed { conversation_id } => (
+            "conversation_closed",
+            serde_json::json!({"conversationId": conversation_id}),
+        ),
+        // The agent's own typing goes to the user only.
+        Push::Typing { .. } => return None,
+    };
+    Some(Event::default().event(name).data(data.to_string()))
 }

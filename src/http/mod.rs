@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
             "/rest/v1/agent/conversations/{id}/typing",
             post(agent::typing),
         )
+        .route("/rest/v1/agent/events", get(agent::events))
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed });
     // The endpoints a chat widget calls with its bearer token.
     let browser_routes = Router::new()

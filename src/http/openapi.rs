@@ -37,6 +37,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::agent::reply,
         super::agent::close_conversation,
         super::agent::typing,
+        super::agent::events,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,

@@ -500,6 +500,8 @@ impl Live<'_> {
                 conversation_id,
                 state: if *typing { "start" } else { "stop" },
             },
+            // The company's feed's, never queued to a user's socket.
+            Push::UserTyping { .. } => return true,
         };
         send(socket, &out).await
     }
@@ -579,12 +581,14 @@ impl Live<'_> {
                 }
                 "typing" => {
                     let conversation_id = string(&fields, "conversationId")?;
-                    match fields.get("state").and_then(Value::as_str) {
-                        Some("start" | "stop") => {}
+                    let typing = match fields.get("state").and_then(Value::as_str) {
+                        Some("start") => true,
+                        Some("stop") => false,
                         _ => return Err(Error::invalid("state must be start or stop")),
-                    }
-                    // Checked, then dropped: the company side has no live channel yet.
-                    chat::user_conversation(state, &user, conversation_id).await?;
+                    };
+                    let conversation =
+                        chat::user_conversation(state, &user, conversation_id).await?;
+                    chat::user_typing(state, &conversation, typing);
                     Ok(Reply::None)
                 }
                 "refresh" => Ok(Reply::Refresh),

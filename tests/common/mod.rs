@@ -760,3 +760,56 @@ impl ChatClient {
         self.closed_within(Duration::from_secs(5)).await
     }
 }
+
+/// A server-sent event stream (the company's feed), read event by event.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    pub fn new(response: reqwest::Response) -> EventStream {
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's name and JSON data (keep-alive comments skipped); None once the
+    /// stream ends. Fails after `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str(v.trim()).unwrap());
+                    }
+                }
+                match data {
+                    Some(data) => return Some((name, data)),
+                    None => continue, // a comment
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("the stream reads");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> (String, Value) {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("the stream is open")
+    }
+}

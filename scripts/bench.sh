@@ -38,22 +38,8 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet --bin performchat --example ceiling
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-BIN="$TARGET_DIR/release/performchat"
+. scripts/bench-common.sh
 CEILING="$TARGET_DIR/release/examples/ceiling"
-
-WORK=$(mktemp -d)
-PIDS=()
-PG_DROP=""
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "$PG_DROP" ]; then psql "$PG_DROP" -qc "DROP DATABASE IF EXISTS $PG_NAME WITH (FORCE)" >/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 if [ -z "$DATABASE_URL" ]; then
     BACKEND=sqlite

@@ -1,0 +1,20 @@
+# Sourced by the benchmark scripts (scripts/bench.sh, scripts/bench-chat.sh): a work
+# directory, and on exit every process in PIDS stopped, the PostgreSQL database PG_NAME
+# dropped (when PG_DROP names the server to drop it on), the work directory removed.
+
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET_DIR/release/performchat"
+
+WORK=$(mktemp -d)
+PIDS=()
+PG_DROP=""
+PG_NAME=""
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -n "$PG_DROP" ]; then psql "$PG_DROP" -qc "DROP DATABASE IF EXISTS $PG_NAME WITH (FORCE)" >/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

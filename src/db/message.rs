@@ -88,10 +88,6 @@ pub enum Window {
 const NEXT_SEQ: &str = "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $2 \
      WHERE id = $1 AND status = 'open' RETURNING last_seq";
 
-/// Gives back a seq taken by [`NEXT_SEQ`] for a message that turned out a duplicate, in the
-/// same transaction (nothing else can have taken a seq of that conversation since).
-const UNDO_SEQ: &str = "UPDATE conversation SET last_seq = last_seq - 1 WHERE id = $1";
-
 const INSERT_MESSAGE: &str = concat!(
     "INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
      sender_name, text, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -99,42 +95,29 @@ const INSERT_MESSAGE: &str = concat!(
     message_columns!()
 );
 
-/// Stores one message inside the caller's transaction: `Ok(Some)` stored, `Ok(None)` its
-/// `client_message_id` is taken (nothing stored), `NotFound` the conversation is closed or
-/// missing. `store_message!(&mut *tx, &NewMessage)`.
-macro_rules! store_message {
-    ($tx:expr, $m:expr) => {
-        async {
-            let m: &NewMessage<'_> = $m;
-            let seq = sqlx::query_scalar::<_, i64>(NEXT_SEQ)
-                .bind(m.conversation_id)
-                .bind(m.now_ms)
-                .fetch_optional(&mut *$tx)
-                .await?
-                .ok_or_else(|| {
-                    StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned())
-                })?;
-            let stored = sqlx::query_as::<_, Message>(INSERT_MESSAGE)
-                .bind(m.id)
-                .bind(m.conversation_id)
-                .bind(seq)
-                .bind(m.client_message_id)
-                .bind(m.sender_kind)
-                .bind(m.sender_name)
-                .bind(m.text)
-                .bind(m.status)
-                .bind(m.now_ms)
-                .fetch_optional(&mut *$tx)
-                .await?;
-            if stored.is_none() {
-                sqlx::query(UNDO_SEQ)
-                    .bind(m.conversation_id)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-            Ok::<_, StoreError>(stored)
-        }
-    };
+/// PostgreSQL: stores one message inside the caller's transaction. `Conflict` when its
+/// `client_message_id` is taken (the caller rolls back: the seq and `updated_at` it moved go
+/// back with it), `NotFound` when the conversation is closed or missing.
+async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Message> {
+    let seq = sqlx::query_scalar::<_, i64>(NEXT_SEQ)
+        .bind(m.conversation_id)
+        .bind(m.now_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned()))?;
+    sqlx::query_as::<_, Message>(INSERT_MESSAGE)
+        .bind(m.id)
+        .bind(m.conversation_id)
+        .bind(seq)
+        .bind(m.client_message_id)
+        .bind(m.sender_kind)
+        .bind(m.sender_name)
+        .bind(m.text)
+        .bind(m.status)
+        .bind(m.now_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Conflict(Entity::Message, m.client_message_id.to_owned()))
 }
 
 impl Db {
@@ -160,8 +143,13 @@ impl Db {
             }
             // Concurrent transactions queue on the conversation's row lock only.
             Pools::Postgres(pool) => {
-                on_conn!(pool, &self.writes, "BEGIN", |tx| store_message!(tx, m)
+                match on_conn!(pool, &self.writes, "BEGIN", |tx| store_one(&mut tx, m)
                     .await?)
+                {
+                    Ok(message) => Ok(Some(message)),
+                    Err(StoreError::Conflict(..)) => Ok(None),
+                    Err(e) => Err(e),
+                }
             }
         };
         match stored {
@@ -307,7 +295,7 @@ pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
 /// leaves out closed conversations and client ids already taken; the `UPDATE` moves each
 /// conversation's last seq to its newest message. SQLite's own SQL (window function in an
 /// insert, `VALUES` columns by position): PostgreSQL stores each message in its own
-/// transaction (`store_message!`), where concurrent transactions queue on the
+/// transaction (`store_one`), where concurrent transactions queue on the
 /// conversation's row only.
 async fn store_batch(
     conn: &mut sqlx::SqliteConnection,

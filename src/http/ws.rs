@@ -257,7 +257,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
         claims,
         socket_id: joined.id,
         expiring_sent: false,
-        sending_to: None,
+        known: None,
         control: joined.control.clone(),
     };
     let code = live.run(&mut socket, joined).await;
@@ -344,14 +344,29 @@ fn reply(out: Out<'_>) -> Reply<'_> {
     Reply::Frame(Box::new(out))
 }
 
+/// The user's conversation `id`, from `known` when it is the one kept there (who owns a
+/// conversation never changes, and whether it is still open the store checks itself), else
+/// read and kept.
+async fn known_conversation<'k>(
+    known: &'k mut Option<Box<Conversation>>,
+    state: &AppState,
+    user: &ChatUser,
+    id: &str,
+) -> Result<&'k Conversation, Error> {
+    if known.as_ref().is_none_or(|c| c.id != id) {
+        *known = Some(Box::new(chat::user_conversation(state, user, id).await?));
+    }
+    Ok(known.as_deref().expect("kept above"))
+}
+
 /// An authenticated socket.
 struct Live<'a> {
     state: &'a AppState,
     claims: Claims,
     socket_id: u64,
     expiring_sent: bool,
-    /// The conversation of the last `send`, so that a socket's next send reads nothing.
-    sending_to: Option<Box<Conversation>>,
+    /// The conversation of the last `send` or `typing`, so that the next one reads nothing.
+    known: Option<Box<Conversation>>,
     control: Arc<Control>,
 }
 
@@ -532,19 +547,11 @@ impl Live<'_> {
                     let cmid = client_message_id(fields.get("clientMessageId"))?
                         .ok_or_else(|| Error::invalid("clientMessageId is required"))?;
                     let text = required_text("text", fields.get("text"))?;
-                    // The conversation last sent to is kept: who owns it never changes, and
-                    // whether it is still open is checked by the store itself.
-                    let conversation = match self.sending_to.take() {
-                        Some(c) if c.id == conversation_id => c,
-                        _ => {
-                            Box::new(chat::user_conversation(state, &user, conversation_id).await?)
-                        }
-                    };
+                    let conversation =
+                        known_conversation(&mut self.known, state, &user, conversation_id).await?;
                     let sent =
-                        chat::send(state, &conversation, SenderKind::User, None, &cmid, &text)
-                            .await;
-                    self.sending_to = Some(conversation);
-                    let sent = sent?;
+                        chat::send(state, conversation, SenderKind::User, None, &cmid, &text)
+                            .await?;
                     Ok(reply(Out::Ack {
                         id,
                         message: sent.message.into(),
@@ -587,8 +594,8 @@ impl Live<'_> {
                         _ => return Err(Error::invalid("state must be start or stop")),
                     };
                     let conversation =
-                        chat::user_conversation(state, &user, conversation_id).await?;
-                    chat::user_typing(state, &conversation, typing);
+                        known_conversation(&mut self.known, state, &user, conversation_id).await?;
+                    chat::user_typing(state, conversation, typing);
                     Ok(Reply::None)
                 }
                 "refresh" => Ok(Reply::Refresh),

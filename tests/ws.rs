@@ -652,6 +652,9 @@ async fn the_company_feed_hears_typing_messages_and_closes() {
     assert_eq!(data["conversationId"], conversation.as_str());
     assert_eq!(data["state"], "start");
     assert!(data["userId"].is_string());
+    // The same state again at once is not passed on (a client may send it per key press).
+    c.send(json!({"type": "typing", "conversationId": conversation, "state": "start"}))
+        .await;
 
     c.send(json!({"type": "send", "conversationId": conversation,
                   "clientMessageId": "m1", "text": "hello"}))

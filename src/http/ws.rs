@@ -27,6 +27,8 @@ use crate::token::{self, Death};
 /// The largest frame a client may send; a larger one closes the socket with 1009.
 const MAX_FRAME: usize = 64 * 1024;
 const AUTH_WITHIN: Duration = Duration::from_secs(10);
+/// How often the same `typing` state is passed on again at most.
+const TYPING_REPEAT: Duration = Duration::from_secs(3);
 /// How long a closing socket waits for its client to take the close frame.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -258,6 +260,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
         socket_id: joined.id,
         expiring_sent: false,
         known: None,
+        last_typing: None,
         control: joined.control.clone(),
     };
     let code = live.run(&mut socket, joined).await;
@@ -367,6 +370,8 @@ struct Live<'a> {
     expiring_sent: bool,
     /// The conversation of the last `send` or `typing`, so that the next one reads nothing.
     known: Option<Box<Conversation>>,
+    /// The last `typing` passed on: conversation, state, when.
+    last_typing: Option<Box<(String, bool, tokio::time::Instant)>>,
     control: Arc<Control>,
 }
 
@@ -593,9 +598,20 @@ impl Live<'_> {
                         Some("stop") => false,
                         _ => return Err(Error::invalid("state must be start or stop")),
                     };
+                    // Passed on when the state changes, and a `start` again at most every
+                    // few seconds: a client sending typing on every key press does not turn
+                    // into as many notifications.
+                    let now = tokio::time::Instant::now();
+                    let repeat = self.last_typing.as_deref().is_some_and(|(c, t, at)| {
+                        c == conversation_id && *t == typing && now - *at < TYPING_REPEAT
+                    });
+                    if repeat {
+                        return Ok(Reply::None);
+                    }
                     let conversation =
                         known_conversation(&mut self.known, state, &user, conversation_id).await?;
                     chat::user_typing(state, conversation, typing);
+                    self.last_typing = Some(Box::new((conversation_id.to_owned(), typing, now)));
                     Ok(Reply::None)
                 }
                 "refresh" => Ok(Reply::Refresh),

@@ -388,14 +388,17 @@ impl Live<'_> {
     }
 
     /// The socket's next deadline (the expiring warning, or the expiry) from now.
+    /// A deadline already passed waits 50 ms: the check it triggers closes the socket or moves
+    /// the deadline, and this keeps a socket from spinning if neither happened.
     fn next_deadline(&self) -> Duration {
         let now = self.state.clock.now_ms();
         let at = if self.expiring_sent {
-            self.claims.exp * 1000
+            // The token dies once `exp` plus the allowed clock difference has passed.
+            (self.claims.exp + i64::from(self.state.settings.token_leeway)) * 1000
         } else {
             self.expiring_at_ms()
         };
-        Duration::from_millis((at - now).max(0) as u64)
+        Duration::from_millis((at - now).max(50) as u64)
     }
 
     /// Checks the token again: a close code if it is dead; sends `expiring` when due.
@@ -419,14 +422,20 @@ impl Live<'_> {
         let settings = &self.state.settings;
         let ping_every = Duration::from_secs(settings.chat_ping_interval.max(1).into());
         let silent_for = Duration::from_secs(settings.chat_idle_timeout.into());
-        let mut ping = tokio::time::interval(ping_every);
-        ping.tick().await;
         let mut last_heard = tokio::time::Instant::now();
+        let mut next_ping = last_heard + ping_every;
+        // One timer for the next ping and the token's next deadline (the `expiring` warning,
+        // then the expiry): an idle socket keeps one, not two.
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
         loop {
             if let Some(code) = joined.control.close_code() {
                 return Some((code, close::reason(code)));
             }
-            let deadline = self.next_deadline();
+            let wake = next_ping.min(tokio::time::Instant::now() + self.next_deadline());
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 frame = socket.recv() => {
                     last_heard = tokio::time::Instant::now();
@@ -478,23 +487,22 @@ impl Live<'_> {
                         return Some(code);
                     }
                 }
-                _ = tokio::time::sleep(deadline) => {
+                _ = &mut timer => {
                     if let Err(code) = Box::pin(self.recheck(socket)).await {
                         return Some(code);
                     }
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > silent_for {
-                        return None;
-                    }
-                    if let Err(code) = Box::pin(self.recheck(socket)).await {
-                        return Some(code);
-                    }
-                    // A client that takes no bytes for the idle timeout is as silent as one
-                    // that sends none.
-                    let ping = socket.send(Frame::Ping(Default::default()));
-                    if !matches!(tokio::time::timeout(silent_for, ping).await, Ok(Ok(()))) {
-                        return None;
+                    let now = tokio::time::Instant::now();
+                    if now >= next_ping {
+                        next_ping = now + ping_every;
+                        if last_heard.elapsed() > silent_for {
+                            return None;
+                        }
+                        // A client that takes no bytes for the idle timeout is as silent as
+                        // one that sends none.
+                        let ping = socket.send(Frame::Ping(Default::default()));
+                        if !matches!(tokio::time::timeout(silent_for, ping).await, Ok(Ok(()))) {
+                            return None;
+                        }
                     }
                 }
             }

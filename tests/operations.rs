@@ -545,7 +545,9 @@ async fn sigterm_lets_in_flight_requests_finish_and_flushes_the_audit_trail() {
 
     let status = server.child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
-    let logs: Vec<String> = server.logs.try_iter().collect();
+    // Every line, up to the end of its stderr (the reader thread may still be forwarding the
+    // last ones when the process has exited).
+    let logs: Vec<String> = server.logs.iter().collect();
     // JSON logs: one object per line, the request line with its fields.
     let request_line = logs
         .iter()

@@ -118,10 +118,13 @@ impl Control {
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Queues a push; false if the queue is full.
-    fn push(&self, push: &Arc<Push>) -> bool {
+    /// Queues a push; when the queue is full, asks its reader to close as too slow instead
+    /// and returns false.
+    fn offer(&self, push: &Arc<Push>) -> bool {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.len() >= QUEUE {
+            drop(queue);
+            self.close(TOO_SLOW);
             return false;
         }
         queue.push_back(push.clone());
@@ -190,6 +193,27 @@ struct Inner {
 impl Inner {
     fn party(&self, user_id: &str, agent_id: &str) -> Option<&Party> {
         self.parties.get(user_id)?.get(agent_id)
+    }
+
+    /// The sockets whose tokens a token event may have killed: the user's, the token's, or,
+    /// for the rare events about keys, agents, companies and signing keys, all of them.
+    fn concerned(&self, event: &TokenEvent) -> Vec<u64> {
+        match event {
+            TokenEvent::UserInvalidated { user_id, .. } => self
+                .by_user
+                .get(user_id.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            TokenEvent::TokenRevoked { jti } => {
+                self.by_jti.get(jti.as_str()).copied().into_iter().collect()
+            }
+            TokenEvent::KeyRevoked { .. }
+            | TokenEvent::AgentActive { active: false, .. }
+            | TokenEvent::CompanyActive { active: false, .. }
+            | TokenEvent::SigningKeysChanged => self.sockets.keys().copied().collect(),
+            TokenEvent::AgentActive { active: true, .. }
+            | TokenEvent::CompanyActive { active: true, .. } => Vec::new(),
+        }
     }
 }
 
@@ -319,15 +343,11 @@ impl Hub {
     }
 
     fn queue(inner: &Inner, sockets: &[u64], push: &Arc<Push>) -> usize {
-        let mut reached = 0;
-        for entry in sockets.iter().filter_map(|id| inner.sockets.get(id)) {
-            if entry.control.push(push) {
-                reached += 1;
-            } else {
-                entry.control.close(TOO_SLOW);
-            }
-        }
-        reached
+        sockets
+            .iter()
+            .filter_map(|id| inner.sockets.get(id))
+            .filter(|entry| entry.control.offer(push))
+            .count()
     }
 
     /// Pushes a committed message to its party if it is the next one they need (see the
@@ -399,21 +419,9 @@ impl Hub {
     pub async fn settle(&self, event: &TokenEvent, within: std::time::Duration) {
         let controls: Vec<Arc<Control>> = {
             let inner = self.lock();
-            let ids: Vec<u64> = match event {
-                TokenEvent::UserInvalidated { user_id, .. } => inner
-                    .by_user
-                    .get(user_id.as_str())
-                    .cloned()
-                    .unwrap_or_default(),
-                TokenEvent::TokenRevoked { jti } => inner
-                    .by_jti
-                    .get(jti.as_str())
-                    .copied()
-                    .into_iter()
-                    .collect(),
-                _ => Vec::new(),
-            };
-            ids.iter()
+            inner
+                .concerned(event)
+                .iter()
                 .filter_map(|id| inner.sockets.get(id))
                 .map(|e| e.control.clone())
                 .collect()
@@ -447,30 +455,10 @@ impl Hub {
                 feed.control.close(ACCESS_REVOKED);
             }
         }
-        let poke = |id: &u64| {
-            if let Some(e) = inner.sockets.get(id) {
+        for id in inner.concerned(event) {
+            if let Some(e) = inner.sockets.get(&id) {
                 e.control.recheck.notify_one();
             }
-        };
-        match event {
-            TokenEvent::UserInvalidated { user_id, .. } => {
-                inner
-                    .by_user
-                    .get(user_id.as_str())
-                    .into_iter()
-                    .flatten()
-                    .for_each(poke);
-            }
-            TokenEvent::TokenRevoked { jti } => {
-                inner.by_jti.get(jti.as_str()).into_iter().for_each(poke);
-            }
-            // Rare: keys, agents, companies and signing keys concern many sockets at once.
-            TokenEvent::KeyRevoked { .. }
-            | TokenEvent::AgentActive { active: false, .. }
-            | TokenEvent::CompanyActive { active: false, .. }
-            | TokenEvent::SigningKeysChanged => inner.sockets.keys().for_each(poke),
-            TokenEvent::AgentActive { active: true, .. }
-            | TokenEvent::CompanyActive { active: true, .. } => {}
         }
     }
 
@@ -543,18 +531,11 @@ impl Hub {
         let Some(ids) = inner.feeds_by_company.get(company_id) else {
             return 0;
         };
-        let mut reached = 0;
-        for feed in ids.iter().filter_map(|id| inner.feeds.get(id)) {
-            if feed.agent_id.as_deref().is_some_and(|a| a != agent_id) {
-                continue;
-            }
-            if feed.control.push(push) {
-                reached += 1;
-            } else {
-                feed.control.close(TOO_SLOW);
-            }
-        }
-        reached
+        ids.iter()
+            .filter_map(|id| inner.feeds.get(id))
+            .filter(|feed| feed.agent_id.as_deref().is_none_or(|a| a == agent_id))
+            .filter(|feed| feed.control.offer(push))
+            .count()
     }
 
     /// Authenticated sockets held, for metrics.

@@ -263,7 +263,7 @@ async fn throughput(target: &Target, args: &Args) -> Value {
     // Peak: each socket sends its next message once the last one is acked.
     let server = args.number("pid", 0).to_string();
     let cpu_before = (cpu_time(&server), cpu_time("self"));
-    let (peak_sockets, peak) = run_senders(sockets, duration, None).await;
+    let (peak_sockets, peak) = run_senders("peak", sockets, duration, None).await;
     let cpu_after = (cpu_time(&server), cpu_time("self"));
     let per_message = |before: Duration, after: Duration| {
         ((after - before).as_secs_f64() * 1e6 / peak.0.max(1) as f64).round()
@@ -273,7 +273,7 @@ async fn throughput(target: &Target, args: &Args) -> Value {
     let rate = peak.0 as f64 / duration.as_secs_f64();
     // Half the peak rate, paced per socket.
     let interval = Duration::from_secs_f64(n as f64 / (rate / 2.0));
-    let (_, half) = run_senders(peak_sockets, duration, Some(interval)).await;
+    let (_, half) = run_senders("half", peak_sockets, duration, Some(interval)).await;
     let (_, mut peak_lat) = peak;
     let (half_count, mut half_lat) = half;
     json!({"scenario": "throughput", "sockets": n, "duration_s": duration.as_secs(),
@@ -285,6 +285,7 @@ async fn throughput(target: &Target, args: &Args) -> Value {
 type Senders = Vec<(Ws, String)>;
 
 async fn run_senders(
+    run: &'static str,
     sockets: Senders,
     duration: Duration,
     pace: Option<Duration>,
@@ -297,7 +298,8 @@ async fn run_senders(
                 let start = Instant::now();
                 let mut latencies = Vec::new();
                 let mut n = 0u64;
-                let tag = format!("{}-{i}-{}", std::process::id(), start.elapsed().as_nanos());
+                // Unique per run: a clientMessageId sent again would be acked as a duplicate.
+                let tag = format!("{run}-{i}");
                 while start.elapsed() < duration {
                     let slot = pace.map(|p| start + p * n as u32);
                     if let Some(slot) = slot {
@@ -310,6 +312,8 @@ async fn run_senders(
                     loop {
                         let frame = next(&mut ws).await;
                         if frame["type"] == "ack" {
+                            // A repeat would be answered without being stored again.
+                            assert_eq!(frame["duplicate"], false, "{frame}");
                             break;
                         }
                         assert_ne!(frame["type"], "error", "{frame}");

@@ -287,16 +287,38 @@ impl Db {
 type Stored = Result<Option<Message>>;
 pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
 
-/// Stores a batch in order in one SQLite transaction sent as one multi-statement query: each
-/// statement sent separately is a round trip to SQLite's worker thread, and under load each
-/// round trip waited for that thread to be scheduled, which cost more than the work (a
-/// batch of one took 2 ms in six round trips). The `INSERT … SELECT` numbers the new
-/// messages of each conversation after its last seq (`row_number()` in batch order) and
-/// leaves out closed conversations and client ids already taken; the `UPDATE` moves each
-/// conversation's last seq to its newest message. SQLite's own SQL (window function in an
-/// insert, `VALUES` columns by position): PostgreSQL stores each message in its own
-/// transaction (`store_one`), where concurrent transactions queue on the
+/// Stores a batch in order in one SQLite transaction, sent as one multi-statement query of
+/// a fixed text (prepared once, kept by the connection) with the batch as one JSON argument.
+/// Each statement sent separately was a round trip to SQLite's worker thread, and under load
+/// each round trip waited for that thread to be scheduled, which cost more than the work; a
+/// text that varied with the batch was parsed again every time; a row per message was a
+/// wake-up per message. The `INSERT … SELECT` numbers the new messages of each conversation
+/// after its last seq (`row_number()` in batch order) and leaves out closed conversations and
+/// client ids already taken; the `UPDATE` moves each conversation's last seq to its newest
+/// message; the `SELECT` answers the seq of every message stored, in one row. SQLite's own
+/// SQL (JSON functions, a window function in an insert): PostgreSQL stores each message in
+/// its own transaction (`store_one`), where concurrent transactions queue on the
 /// conversation's row only.
+const STORE_BATCH: &str = concat!(
+    "BEGIN IMMEDIATE; \
+     INSERT INTO message (",
+    message_columns!(),
+    ") SELECT m.value ->> 0, m.value ->> 1, \
+         c.last_seq + row_number() OVER (PARTITION BY m.value ->> 1 ORDER BY m.key), \
+         m.value ->> 2, m.value ->> 3, m.value ->> 4, m.value ->> 5, m.value ->> 6, m.value ->> 7 \
+     FROM json_each($1) AS m JOIN conversation c ON c.id = m.value ->> 1 AND c.status = 'open' \
+     WHERE NOT EXISTS (SELECT 1 FROM message \
+         WHERE conversation_id = m.value ->> 1 AND client_message_id = m.value ->> 2); \
+     UPDATE conversation \
+     SET last_seq = (SELECT max(seq) FROM message WHERE conversation_id = conversation.id), \
+         updated_at = $2 \
+     WHERE id IN (SELECT value ->> 1 FROM json_each($1)) \
+       AND last_seq < (SELECT max(seq) FROM message WHERE conversation_id = conversation.id); \
+     SELECT json_group_array(json_array(id, seq)) FROM message \
+     WHERE id IN (SELECT value ->> 0 FROM json_each($1)); \
+     COMMIT"
+);
+
 async fn store_batch(
     conn: &mut sqlx::SqliteConnection,
     batch: &[MessageAppend],
@@ -305,66 +327,36 @@ async fn store_batch(
     // A client id repeated within the batch: only its first message is stored; the others
     // read it afterwards, as any repeat does.
     let mut seen = HashSet::new();
-    let first: Vec<bool> = batch
+    let rows: Vec<_> = batch
         .iter()
-        .map(|(m, _)| seen.insert((m.conversation_id.as_str(), m.client_message_id.as_str())))
+        .filter(|(m, _)| seen.insert((m.conversation_id.as_str(), m.client_message_id.as_str())))
+        .map(|(m, _)| {
+            (
+                &m.id,
+                &m.conversation_id,
+                &m.client_message_id,
+                &m.sender_kind,
+                &m.sender_name,
+                &m.text,
+                &m.status,
+                m.now_ms,
+            )
+        })
         .collect();
-    let mut conversations: Vec<&str> = batch
-        .iter()
-        .map(|(m, _)| m.conversation_id.as_str())
-        .collect();
-    conversations.sort_unstable();
-    conversations.dedup();
+    let rows = serde_json::to_string(&rows).expect("strings and numbers serialise");
     let now_ms = batch.iter().map(|(m, _)| m.now_ms).max().unwrap_or(0);
-
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
-        "BEGIN IMMEDIATE; INSERT INTO message (",
-        message_columns!(),
-        ") SELECT v.column1, v.column2, \
-         c.last_seq + row_number() OVER (PARTITION BY v.column2 ORDER BY v.column9), \
-         v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 FROM ("
-    ));
-    query.push_values(
-        batch.iter().enumerate().filter(|(i, _)| first[*i]),
-        |mut row, (i, (m, _))| {
-            row.push_bind(m.id.as_str())
-                .push_bind(m.conversation_id.as_str())
-                .push_bind(m.client_message_id.as_str())
-                .push_bind(m.sender_kind.as_str())
-                .push_bind(m.sender_name.as_deref())
-                .push_bind(m.text.as_str())
-                .push_bind(m.status.as_str())
-                .push_bind(m.now_ms)
-                .push_bind(i as i64);
-        },
-    );
-    query.push(
-        ") AS v JOIN conversation c ON c.id = v.column2 AND c.status = 'open' \
-         WHERE NOT EXISTS (SELECT 1 FROM message m \
-             WHERE m.conversation_id = v.column2 AND m.client_message_id = v.column3) \
-         RETURNING id, seq; \
-         UPDATE conversation \
-         SET last_seq = (SELECT max(seq) FROM message WHERE conversation_id = conversation.id), \
-             updated_at = ",
-    );
-    query.push_bind(now_ms);
-    query.push(" WHERE id IN (");
-    let mut list = query.separated(", ");
-    for id in &conversations {
-        list.push_bind(*id);
-    }
-    query.push(
-        ") AND last_seq < (SELECT max(seq) FROM message WHERE conversation_id = conversation.id); \
-         COMMIT",
-    );
-    // Not kept as a prepared statement: its text varies with the batch.
-    let stored = query
-        .build_query_as::<(String, i64)>()
-        .persistent(false)
+    // `fetch_all`, not `fetch_one`: sqlx stops a query at the row it was asked for, and the
+    // `COMMIT` after it would never run.
+    let stored = sqlx::query_scalar::<_, String>(STORE_BATCH)
+        .bind(rows)
+        .bind(now_ms)
         .fetch_all(&mut *conn)
         .await;
     let seqs: HashMap<String, i64> = match stored {
-        Ok(rows) => rows.into_iter().collect(),
+        Ok(json) => serde_json::from_str::<Vec<(String, i64)>>(json.first().map_or("[]", |j| j))
+            .map_err(|e| StoreError::from(sqlx::Error::Decode(e.into())))?
+            .into_iter()
+            .collect(),
         Err(e) => {
             // A statement failed: the ones after it (COMMIT included) did not run.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;

@@ -11,7 +11,7 @@
 //! instances and lost notifications can delay a message, never reorder, repeat or drop it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -60,11 +60,12 @@ pub struct Socket {
 pub struct Control {
     /// A close code the socket must close with (0: none).
     close: AtomicU16,
-    /// Check the token again: something it depends on changed.
-    pub recheck: Notify,
+    /// Check the token again: something it depends on changed (see [`Control::take_recheck`]).
+    recheck: AtomicBool,
     queue: Mutex<VecDeque<Arc<Push>>>,
-    /// The queue has something.
-    pub pushed: Notify,
+    /// Something for the reader: a push queued, a token check or a close asked for. One
+    /// notification for all three: each waiting future is kept by every idle socket.
+    pub wake: Notify,
     /// A close code was set (see [`Control::closing`]).
     closing: Notify,
     /// Token checks the socket has finished ([`Control::GONE`] once it is closed and its
@@ -95,8 +96,18 @@ impl Control {
     /// Pokes the socket; what to pass to [`Control::checked_since`].
     fn poke(&self) -> u64 {
         let before = self.checks.load(Ordering::Acquire);
-        self.recheck.notify_one();
+        self.ask_recheck();
         before
+    }
+
+    fn ask_recheck(&self) {
+        self.recheck.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether a token check was asked for since the last call.
+    pub fn take_recheck(&self) -> bool {
+        self.recheck.swap(false, Ordering::AcqRel)
     }
 
     /// Waits until the socket has checked its token since `before` (or is gone).
@@ -129,7 +140,7 @@ impl Control {
         }
         queue.push_back(push.clone());
         drop(queue);
-        self.pushed.notify_one();
+        self.wake.notify_one();
         true
     }
 
@@ -144,7 +155,7 @@ impl Control {
         let _ = self
             .close
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.recheck.notify_one();
+        self.wake.notify_one();
         self.closing.notify_one();
     }
 
@@ -170,8 +181,8 @@ struct Entry {
 
 /// One user talking with one agent: the sockets, and how far each conversation has been
 /// delivered to them.
-#[derive(Default)]
 struct Party {
+    agent_id: Arc<str>,
     sockets: Vec<u64>,
     /// Conversation id → the highest seq pushed (or, for the conversations open when the
     /// party's first socket joined, their last seq then). A conversation missing here was
@@ -182,17 +193,23 @@ struct Party {
 #[derive(Default)]
 struct Inner {
     sockets: HashMap<u64, Entry>,
-    by_user: HashMap<Arc<str>, Vec<u64>>,
     by_jti: HashMap<Arc<str>, u64>,
-    /// User → agent → party.
-    parties: HashMap<Arc<str>, HashMap<Arc<str>, Party>>,
+    /// User → their parties, one per agent: nearly always one, so a short list rather than
+    /// a map of agents (a map per user was a few hundred bytes of each idle socket).
+    parties: HashMap<Arc<str>, Vec<Party>>,
     feeds: HashMap<u64, Feed>,
     feeds_by_company: HashMap<Arc<str>, Vec<u64>>,
 }
 
 impl Inner {
     fn party(&self, user_id: &str, agent_id: &str) -> Option<&Party> {
-        self.parties.get(user_id)?.get(agent_id)
+        let parties = self.parties.get(user_id)?;
+        parties.iter().find(|p| &*p.agent_id == agent_id)
+    }
+
+    fn party_mut(&mut self, user_id: &str, agent_id: &str) -> Option<&mut Party> {
+        let parties = self.parties.get_mut(user_id)?;
+        parties.iter_mut().find(|p| &*p.agent_id == agent_id)
     }
 
     /// The sockets whose tokens a token event may have killed: the user's, the token's, or,
@@ -200,10 +217,12 @@ impl Inner {
     fn concerned(&self, event: &TokenEvent) -> Vec<u64> {
         match event {
             TokenEvent::UserInvalidated { user_id, .. } => self
-                .by_user
+                .parties
                 .get(user_id.as_str())
-                .cloned()
-                .unwrap_or_default(),
+                .into_iter()
+                .flatten()
+                .flat_map(|party| party.sockets.iter().copied())
+                .collect(),
             TokenEvent::TokenRevoked { jti } => {
                 self.by_jti.get(jti.as_str()).copied().into_iter().collect()
             }
@@ -262,27 +281,34 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let control = Arc::new(Control::default());
         let mut inner = self.lock();
-        let user_id: Arc<str> = match inner.by_user.get_key_value(claims.sub.as_str()) {
+        let user_id: Arc<str> = match inner.parties.get_key_value(claims.sub.as_str()) {
             Some((k, _)) => k.clone(),
             None => claims.sub.as_str().into(),
         };
         let jti: Arc<str> = claims.jti.as_str().into();
-        let agent_id: Arc<str> = claims.agent_id.as_str().into();
-        inner.by_user.entry(user_id.clone()).or_default().push(id);
         inner.by_jti.insert(jti.clone(), id);
-        let party = inner
+        // Room for one: a `Vec` would make room for four at its first push.
+        let parties = inner
             .parties
             .entry(user_id.clone())
-            .or_default()
-            .entry(agent_id.clone())
-            .or_insert_with(|| Party {
-                sockets: Vec::new(),
-                cursors: open_seqs
-                    .into_iter()
-                    .map(|(c, seq)| (c.into_boxed_str(), seq))
-                    .collect(),
-            });
+            .or_insert_with(|| Vec::with_capacity(1));
+        let at = match parties.iter().position(|p| *p.agent_id == *claims.agent_id) {
+            Some(at) => at,
+            None => {
+                parties.push(Party {
+                    agent_id: claims.agent_id.as_str().into(),
+                    sockets: Vec::with_capacity(1),
+                    cursors: open_seqs
+                        .into_iter()
+                        .map(|(c, seq)| (c.into_boxed_str(), seq))
+                        .collect(),
+                });
+                parties.len() - 1
+            }
+        };
+        let party = &mut parties[at];
         party.sockets.push(id);
+        let agent_id = party.agent_id.clone();
         inner.sockets.insert(
             id,
             Entry {
@@ -313,20 +339,12 @@ impl Hub {
             return;
         };
         inner.by_jti.remove(&entry.jti);
-        if let Some(ids) = inner.by_user.get_mut(&entry.user_id) {
-            ids.retain(|s| *s != id);
-            if ids.is_empty() {
-                inner.by_user.remove(&entry.user_id);
-            }
-        }
-        if let Some(agents) = inner.parties.get_mut(&entry.user_id) {
-            if let Some(party) = agents.get_mut(&entry.agent_id) {
+        if let Some(parties) = inner.parties.get_mut(&entry.user_id) {
+            if let Some(party) = parties.iter_mut().find(|p| p.agent_id == entry.agent_id) {
                 party.sockets.retain(|s| *s != id);
-                if party.sockets.is_empty() {
-                    agents.remove(&entry.agent_id);
-                }
             }
-            if agents.is_empty() {
+            parties.retain(|party| !party.sockets.is_empty());
+            if parties.is_empty() {
                 inner.parties.remove(&entry.user_id);
             }
         }
@@ -354,11 +372,7 @@ impl Hub {
     /// module's comment).
     pub fn deliver(&self, user_id: &str, agent_id: &str, message: &Message) -> Delivery {
         let mut inner = self.lock();
-        let Some(party) = inner
-            .parties
-            .get_mut(user_id)
-            .and_then(|agents| agents.get_mut(agent_id))
-        else {
+        let Some(party) = inner.party_mut(user_id, agent_id) else {
             return Delivery::NoParty;
         };
         let cursor = match party.cursors.get_mut(message.conversation_id.as_str()) {
@@ -402,12 +416,11 @@ impl Hub {
         inner
             .parties
             .iter()
-            .flat_map(|(user, agents)| {
-                agents.iter().flat_map(move |(agent, party)| {
-                    party
-                        .cursors
-                        .iter()
-                        .map(move |(c, seq)| (c.to_string(), user.clone(), agent.clone(), *seq))
+            .flat_map(|(user, parties)| {
+                parties.iter().flat_map(move |party| {
+                    party.cursors.iter().map(move |(c, seq)| {
+                        (c.to_string(), user.clone(), party.agent_id.clone(), *seq)
+                    })
                 })
             })
             .collect()
@@ -457,7 +470,7 @@ impl Hub {
         }
         for id in inner.concerned(event) {
             if let Some(e) = inner.sockets.get(&id) {
-                e.control.recheck.notify_one();
+                e.control.ask_recheck();
             }
         }
     }
@@ -466,7 +479,7 @@ impl Hub {
     pub fn poke_all(&self) {
         let inner = self.lock();
         for e in inner.sockets.values() {
-            e.control.recheck.notify_one();
+            e.control.ask_recheck();
         }
     }
 
@@ -583,7 +596,7 @@ mod tests {
         hub.leave(other_agent.id);
         assert_eq!(hub.sockets(), 0);
         let inner = hub.lock();
-        assert!(inner.by_user.is_empty() && inner.by_jti.is_empty() && inner.parties.is_empty());
+        assert!(inner.by_jti.is_empty() && inner.parties.is_empty());
     }
 
     #[tokio::test]
@@ -594,7 +607,7 @@ mod tests {
         // The socket's task: on a poke, it takes 50 ms to send its close frame.
         let control = dying.control.clone();
         let task = tokio::spawn(async move {
-            control.recheck.notified().await;
+            control.wake.notified().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             control.gone();
         });
@@ -610,7 +623,7 @@ mod tests {
         // A socket that checks and stays open settles too; nobody's sockets: at once.
         let control = other.control.clone();
         tokio::spawn(async move {
-            control.recheck.notified().await;
+            control.wake.notified().await;
             control.checked_once();
         });
         let event = TokenEvent::TokenRevoked { jti: "j2".into() };

@@ -375,7 +375,7 @@ pub async fn events(
                     return None;
                 }
                 tokio::select! {
-                    _ = feed.control.pushed.notified() => pending.extend(feed.control.take_pushes()),
+                    _ = feed.control.wake.notified() => pending.extend(feed.control.take_pushes()),
                     _ = feed.control.closing() => return None,
                 }
             }

@@ -29,6 +29,13 @@ const MAX_FRAME: usize = 64 * 1024;
 const AUTH_WITHIN: Duration = Duration::from_secs(10);
 /// How often the same `typing` state is passed on again at most.
 const TYPING_REPEAT: Duration = Duration::from_secs(3);
+/// What a socket reads at once. A frame longer than what is buffered makes room for its
+/// whole length on top, and the buffer keeps that room for the socket's life: the `auth`
+/// frame (a JWT) grows it to about a kilobyte plus this. 256: one read for most client
+/// frames, two for a long message.
+const READ_BUFFER: usize = 256;
+/// What a socket gathers before it writes (see `chat_socket`).
+const WRITE_BUFFER: usize = 2048;
 /// How long a closing socket waits for its client to take the close frame.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -176,9 +183,10 @@ fn error_frame<'a>(id: Option<&'a Value>, e: &Error) -> Out<'a> {
 /// once (a longer frame is read in several reads), allocated for every socket up front.
 pub async fn chat_socket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
-        .read_buffer_size(512)
-        // Each frame is written at once rather than gathered.
-        .write_buffer_size(0)
+        .read_buffer_size(READ_BUFFER)
+        // Frames fed together leave in one write (an ack and the sender's own message, a
+        // burst of pushes); the buffer keeps what it grew to, so it stays small.
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
@@ -187,6 +195,17 @@ pub async fn chat_socket(State(state): State<AppState>, upgrade: WebSocketUpgrad
 
 async fn send(socket: &mut WebSocket, out: &Out<'_>) -> bool {
     socket.send(text(out)).await.is_ok()
+}
+
+/// Queues a frame without flushing: the caller flushes once it has fed what leaves together.
+async fn feed(socket: &mut WebSocket, out: &Out<'_>) -> bool {
+    use futures_util::SinkExt as _;
+    socket.feed(text(out)).await.is_ok()
+}
+
+async fn flush(socket: &mut WebSocket) -> bool {
+    use futures_util::SinkExt as _;
+    socket.flush().await.is_ok()
 }
 
 async fn close_with(socket: &mut WebSocket, (code, reason): (u16, &str)) {
@@ -230,47 +249,58 @@ fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error
     }
 }
 
-async fn session(state: AppState, mut socket: WebSocket) {
-    // Boxed here and below: what runs once, or only while a frame is handled, must not
-    // widen the future every idle socket keeps (it was 11 KiB unboxed).
-    let Some(claims) = Box::pin(authenticate(&state, &mut socket)).await else {
-        return;
-    };
+/// The socket's whole life, as one task. Its future is what every idle socket keeps, so
+/// its layout is watched: an async block rather than an `async fn` (whose arguments were
+/// stored twice, as arguments and as locals); no local kept across two waits beside `Live`
+/// (rustc reserves such a local's room for the whole life); what runs once, or only while a
+/// frame is handled, boxed (it was 11 KiB unboxed, 2 KiB as an `async fn`).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn session(state: AppState, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
+    async move {
+        let hub = &state.chat.hub;
+        let Some((claims, joined)) = Box::pin(enter(&state, &mut socket)).await else {
+            return;
+        };
+        let mut live = Live {
+            state: &state,
+            claims,
+            socket_id: joined.id,
+            expiring_sent: false,
+            known: None,
+            last_typing: None,
+            control: joined.control.clone(),
+        };
+        let code = live.run(&mut socket, joined).await;
+        hub.leave(live.socket_id);
+        if let Some(code) = code {
+            state.metrics.chat_closed(code.0);
+            // Bounded: a client too slow to read (4009) may never take the close frame.
+            let closing = tokio::time::timeout(CLOSE_WITHIN, close_with(&mut socket, code));
+            let _ = Box::pin(closing).await;
+        }
+        live.control.gone();
+    }
+}
+
+/// Authenticates the socket and registers it in the hub; closes it on failure.
+async fn enter(state: &AppState, socket: &mut WebSocket) -> Option<(Claims, Socket)> {
+    let claims = authenticate(state, socket).await?;
     // Read before joining: what is committed after the read reaches the socket either way
     // (pushed, or read to fill the gap it leaves).
-    let open_seqs = match Box::pin(
-        state
-            .db
-            .open_conversation_seqs(&claims.sub, &claims.agent_id),
-    )
-    .await
-    {
-        Ok(seqs) => seqs,
-        Err(_) => {
-            state.metrics.chat_closed(close::UNAVAILABLE.0);
-            Box::pin(close_with(&mut socket, close::UNAVAILABLE)).await;
-            return;
-        }
+    let seqs = state
+        .db
+        .open_conversation_seqs(&claims.sub, &claims.agent_id)
+        .await;
+    let Ok(open_seqs) = seqs else {
+        state.metrics.chat_closed(close::UNAVAILABLE.0);
+        close_with(socket, close::UNAVAILABLE).await;
+        return None;
     };
-    let hub = &state.chat.hub;
-    let joined = hub.join(&claims, open_seqs);
-    let mut live = Live {
-        state: &state,
-        claims,
-        socket_id: joined.id,
-        expiring_sent: false,
-        known: None,
-        last_typing: None,
-        control: joined.control.clone(),
-    };
-    let code = live.run(&mut socket, joined).await;
-    hub.leave(live.socket_id);
-    if let Some(code) = code {
-        state.metrics.chat_closed(code.0);
-        // Bounded: a client too slow to read (4009) may never take the close frame.
-        let _ = tokio::time::timeout(CLOSE_WITHIN, Box::pin(close_with(&mut socket, code))).await;
-    }
-    live.control.gone();
+    let joined = state.chat.hub.join(&claims, open_seqs);
+    Some((claims, joined))
 }
 
 /// Waits for the `auth` frame and answers `ready`; closes the socket on anything else.
@@ -332,6 +362,11 @@ async fn authenticate(state: &AppState, socket: &mut WebSocket) -> Option<Claims
         }
     }
     Some(claims)
+}
+
+async fn refuse_binary(socket: &mut WebSocket) -> bool {
+    let e = Error::invalid("frames are JSON text, not binary");
+    send(socket, &error_frame(None, &e)).await
 }
 
 /// What a client frame gets back.
@@ -453,7 +488,7 @@ impl Live<'_> {
                                 return Some(code);
                             }
                             tokio::select! {
-                                open = Box::pin(self.handle(socket, t.as_str())) => if !open {
+                                open = Box::pin(self.answer(socket, t.as_str(), &joined.control)) => if !open {
                                     return None;
                                 },
                                 // A client that sends but never reads: see below.
@@ -461,8 +496,7 @@ impl Live<'_> {
                             }
                         }
                         Some(Ok(Frame::Binary(_))) => {
-                            let e = Error::invalid("frames are JSON text, not binary");
-                            if !send(socket, &error_frame(None, &e)).await {
+                            if !Box::pin(refuse_binary(socket)).await {
                                 return None;
                             }
                         }
@@ -470,21 +504,19 @@ impl Live<'_> {
                         Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
                     }
                 }
-                _ = joined.control.pushed.notified() => {
-                    for push in joined.control.take_pushes() {
-                        // A client that reads nothing blocks the write; its queue then
-                        // overflows, and the close code set by the hub ends the wait.
-                        tokio::select! {
-                            sent = Box::pin(self.deliver(socket, &push)) => if !sent {
-                                return None;
-                            },
-                            _ = joined.control.closing() => break,
-                        }
-                    }
-                }
-                _ = joined.control.recheck.notified() => {
-                    if let Err(code) = Box::pin(self.recheck(socket)).await {
+                _ = joined.control.wake.notified() => {
+                    if joined.control.take_recheck()
+                        && let Err(code) = Box::pin(self.recheck(socket)).await
+                    {
                         return Some(code);
+                    }
+                    // A client that reads nothing blocks the write; its queue then
+                    // overflows, and the close code set by the hub ends the wait.
+                    tokio::select! {
+                        sent = Box::pin(self.deliver_queued(socket, &joined.control)) => if !sent {
+                            return None;
+                        },
+                        _ = joined.control.closing() => {}
                     }
                 }
                 _ = &mut timer => {
@@ -500,7 +532,8 @@ impl Live<'_> {
                         // A client that takes no bytes for the idle timeout is as silent as
                         // one that sends none.
                         let ping = socket.send(Frame::Ping(Default::default()));
-                        if !matches!(tokio::time::timeout(silent_for, ping).await, Ok(Ok(()))) {
+                        let pinged = Box::pin(tokio::time::timeout(silent_for, ping)).await;
+                        if !matches!(pinged, Ok(Ok(()))) {
                             return None;
                         }
                     }
@@ -509,6 +542,23 @@ impl Live<'_> {
         }
     }
 
+    /// Answers a client frame, then sends what it caused to be pushed to this socket (the
+    /// sender's own message after its ack) in the same write.
+    async fn answer(&mut self, socket: &mut WebSocket, frame: &str, control: &Control) -> bool {
+        self.handle(socket, frame).await && self.deliver_queued(socket, control).await
+    }
+
+    /// Sends the pushes queued for the socket, in one write where they fit.
+    async fn deliver_queued(&self, socket: &mut WebSocket, control: &Control) -> bool {
+        for push in control.take_pushes() {
+            if !self.deliver(socket, &push).await {
+                return false;
+            }
+        }
+        flush(socket).await
+    }
+
+    /// Feeds one push (the caller flushes).
     async fn deliver(&self, socket: &mut WebSocket, push: &Arc<Push>) -> bool {
         let out = match &**push {
             Push::Message {
@@ -531,14 +581,14 @@ impl Live<'_> {
             // The company's feed's, never queued to a user's socket.
             Push::UserTyping { .. } => return true,
         };
-        send(socket, &out).await
+        feed(socket, &out).await
     }
 
-    /// Answers one client frame; false once the socket is gone.
+    /// Answers one client frame (fed: the caller flushes); false once the socket is gone.
     async fn handle(&mut self, socket: &mut WebSocket, frame: &str) -> bool {
         let (kind, id, fields) = match parse(frame) {
             Ok(parsed) => parsed,
-            Err(e) => return send(socket, &error_frame(None, &e)).await,
+            Err(e) => return feed(socket, &error_frame(None, &e)).await,
         };
         let id = id.as_ref();
         let user = self.user();
@@ -634,10 +684,10 @@ impl Live<'_> {
         }
         .await;
         match result {
-            Ok(Reply::Frame(out)) => send(socket, &out).await,
+            Ok(Reply::Frame(out)) => feed(socket, &out).await,
             Ok(Reply::None) => true,
             Ok(Reply::Refresh) => self.refresh(socket, id, &fields).await,
-            Err(e) => send(socket, &error_frame(id, &e)).await,
+            Err(e) => feed(socket, &error_frame(id, &e)).await,
         }
     }
 

@@ -4,8 +4,10 @@
 //! The instance that committed a message hands it to its hub at once, in memory. Other
 //! instances hear of it by ids only and read it from the database:
 //! - PostgreSQL: one task sends, after the commits, a NOTIFY on [`CHANNEL`] carrying a batch
-//!   of lines `m <conversation> <user> <agent> <seq>` (ids, never a message: a payload stops
-//!   at 8 000 bytes; `c …` for a conversation closed, `t … start|stop` for the agent typing). It is not sent inside the message's transaction, where PostgreSQL
+//!   of lines `m <conversation> <user> <agent> <company> <seq>` (ids, never a message: a
+//!   payload stops at 8 000 bytes; `c <ids>` for a conversation closed, `t <ids> start|stop`
+//!   for the agent typing, `u <ids> start|stop` for the user typing). It is not sent inside
+//!   the message's transaction, where PostgreSQL
 //!   would queue every commit of the database on its one notification lock. A notification
 //!   can be lost (an instance killed between its commit and its NOTIFY, a listener
 //!   reconnecting), so every [`SWEEP_EVERY`] each instance compares the conversations it
@@ -25,8 +27,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Delivery, Push};
+use super::rules::{typing_of, typing_word};
 use crate::app::AppState;
-use crate::db::{Conversation, Message, Window};
+use crate::db::{Backend, Conversation, Message, Window};
 
 /// The PostgreSQL notification channel of the chat.
 pub const CHANNEL: &str = "performchat_chat";
@@ -188,7 +191,7 @@ impl Fanout {
 
     fn note(&self, state: &AppState, note: Note) {
         // Only PostgreSQL has listeners; SQLite's other processes poll.
-        if state.db.postgres_pool().is_some() && self.notes.try_send(note).is_err() {
+        if state.db.backend() == Backend::Postgres && self.notes.try_send(note).is_err() {
             // The others' sweep finds it.
             tracing::debug!("chat notification queue full; other instances catch up by sweep");
         }
@@ -218,7 +221,7 @@ pub fn committed(state: &AppState, conversation: &Conversation, message: &Messag
     }
     // On SQLite the poll hands every stored message to the feeds (this process's too), so
     // this one would be there twice.
-    if state.db.postgres_pool().is_some() {
+    if state.db.backend() == Backend::Postgres {
         message_to_feeds(
             state,
             &conversation.company_id,
@@ -313,7 +316,7 @@ pub fn spawn(state: &AppState, tasks: &tokio_util::task::TaskTracker, stop: &Can
     };
     tasks.spawn(run(state.clone(), catch_ups, stop.clone()));
     tasks.spawn(read_for_feeds(state.clone(), feed_reads, stop.clone()));
-    if state.db.postgres_pool().is_some() {
+    if state.db.backend() == Backend::Postgres {
         tasks.spawn(send_notes(state.clone(), notes, stop.clone()));
         tasks.spawn(listen(state.clone(), stop.clone()));
     }
@@ -322,7 +325,7 @@ pub fn spawn(state: &AppState, tasks: &tokio_util::task::TaskTracker, stop: &Can
 /// Catches up conversations whose messages this instance's sockets miss (after a gap, a
 /// notification, SQLite's poll or PostgreSQL's sweep).
 async fn run(state: AppState, mut catch_ups: mpsc::Receiver<CatchUp>, stop: CancellationToken) {
-    let sqlite = state.db.postgres_pool().is_none();
+    let sqlite = state.db.backend() == Backend::Sqlite;
     let mut rowid = None;
     let mut tick = tokio::time::interval(if sqlite { POLL_EVERY } else { SWEEP_EVERY });
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -543,12 +546,11 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for note in notes {
-        let state = |typing: bool| if typing { "start" } else { "stop" };
         let line = match note {
             Note::Message { ids, seq } => format!("m {ids} {seq}"),
             Note::Closed { ids } => format!("c {ids}"),
-            Note::Typing { ids, typing } => format!("t {ids} {}", state(typing)),
-            Note::UserTyping { ids, typing } => format!("u {ids} {}", state(typing)),
+            Note::Typing { ids, typing } => format!("t {ids} {}", typing_word(typing)),
+            Note::UserTyping { ids, typing } => format!("u {ids} {}", typing_word(typing)),
         };
         if !current.is_empty() && current.len() + 1 + line.len() > PAYLOAD_MAX {
             out.push(std::mem::take(&mut current));
@@ -621,8 +623,12 @@ fn heard(state: &AppState, payload: &str) {
                 }
             }
             ("c", []) => push_closed(state, &ids),
-            ("t", [typing]) => push_typing(state, &ids, *typing == "start"),
-            ("u", [typing]) => push_user_typing(state, &ids, *typing == "start"),
+            ("t", [word]) if let Some(typing) = typing_of(Some(word)) => {
+                push_typing(state, &ids, typing)
+            }
+            ("u", [word]) if let Some(typing) = typing_of(Some(word)) => {
+                push_user_typing(state, &ids, typing)
+            }
             _ => tracing::debug!("unreadable chat notification line"),
         }
     }

@@ -83,6 +83,23 @@ impl SenderKind {
     }
 }
 
+/// Typing as the protocol words it, both ways: `start` (true) or `stop` (false).
+pub fn typing_word(typing: bool) -> &'static str {
+    if typing { "start" } else { "stop" }
+}
+
+/// `start` → true, `stop` → false; None for anything else (see [`TYPING_STATES`]).
+pub fn typing_of(word: Option<&str>) -> Option<bool> {
+    match word {
+        Some("start") => Some(true),
+        Some("stop") => Some(false),
+        _ => None,
+    }
+}
+
+/// The error for a typing state that is neither.
+pub const TYPING_STATES: &str = "state must be \"start\" or \"stop\"";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +125,16 @@ mod tests {
                 .unwrap_err()
                 .contains("at most 4000")
         );
+    }
+
+    #[test]
+    fn typing_states_read_back_as_written() {
+        for typing in [true, false] {
+            assert_eq!(typing_of(Some(typing_word(typing))), Some(typing));
+        }
+        for bad in [None, Some(""), Some("Start"), Some("typing")] {
+            assert_eq!(typing_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

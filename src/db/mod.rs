@@ -266,11 +266,11 @@ impl Db {
         Ok(())
     }
 
-    /// The PostgreSQL pool, for LISTEN; None on SQLite.
-    pub fn postgres_pool(&self) -> Option<&PgPool> {
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
         match &self.pools {
-            Pools::Postgres(pool) => Some(pool),
-            Pools::Sqlite { .. } => None,
+            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Sqlite { .. } => Backend::Sqlite,
         }
     }
 

@@ -30,7 +30,7 @@ use crate::app::AppState;
 use crate::auth::Scope;
 use crate::chat;
 use crate::chat::hub::{Control, Push};
-use crate::chat::rules::{ClientMessageId, SenderKind};
+use crate::chat::rules::{self, ClientMessageId, SenderKind};
 use crate::db::ConversationQuery;
 use crate::error::{Error, Result};
 use crate::token::{self, Caller};
@@ -321,11 +321,8 @@ pub async fn typing(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TypingRequest>,
 ) -> Result<StatusCode> {
-    let typing = match body.state.as_ref().and_then(Value::as_str) {
-        Some("start") => true,
-        Some("stop") => false,
-        _ => return Err(Error::invalid("state must be \"start\" or \"stop\"")),
-    };
+    let typing = rules::typing_of(body.state.as_ref().and_then(Value::as_str))
+        .ok_or_else(|| Error::invalid(rules::TYPING_STATES))?;
     let caller = chat_caller(&state, &headers, &info)?;
     let conversation = chat::company_conversation(&state, &caller, &id).await?;
     chat::agent_typing(&state, &conversation, typing);
@@ -413,7 +410,7 @@ fn event_of(push: &Push) -> Option<Event> {
         } => (
             "typing",
             serde_json::json!({"conversationId": conversation_id, "userId": user_id,
-                               "state": if *typing { "start" } else { "stop" }}),
+                               "state": rules::typing_word(*typing)}),
         ),
         Push::ConversationClosed { conversation_id } => (
             "conversation_closed",

@@ -17,7 +17,7 @@ use super::me::{MeResponse, describe};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
 use crate::chat::hub::{Control, Push, Socket};
-use crate::chat::rules::SenderKind;
+use crate::chat::rules::{self, SenderKind};
 use crate::chat::{self, ChatUser};
 use crate::clock::rfc3339_s;
 use crate::db::{Conversation, Side};
@@ -576,7 +576,7 @@ impl Live<'_> {
                 typing,
             } => Out::Typing {
                 conversation_id,
-                state: if *typing { "start" } else { "stop" },
+                state: rules::typing_word(*typing),
             },
             // The company's feed's, never queued to a user's socket.
             Push::UserTyping { .. } => return true,
@@ -651,11 +651,8 @@ impl Live<'_> {
                 }
                 "typing" => {
                     let conversation_id = string(&fields, "conversationId")?;
-                    let typing = match fields.get("state").and_then(Value::as_str) {
-                        Some("start") => true,
-                        Some("stop") => false,
-                        _ => return Err(Error::invalid("state must be start or stop")),
-                    };
+                    let typing = rules::typing_of(fields.get("state").and_then(Value::as_str))
+                        .ok_or_else(|| Error::invalid(rules::TYPING_STATES))?;
                     // Passed on when the state changes, and a `start` again at most every
                     // few seconds: a client sending typing on every key press does not turn
                     // into as many notifications.

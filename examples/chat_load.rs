@@ -290,12 +290,16 @@ async fn run_senders(
     duration: Duration,
     pace: Option<Duration>,
 ) -> (Senders, (u64, Vec<Duration>)) {
+    let count = sockets.len() as f64;
     let tasks: Vec<_> = sockets
         .into_iter()
         .enumerate()
         .map(|(i, (mut ws, conversation))| {
             tokio::spawn(async move {
-                let start = Instant::now();
+                // Paced sockets start spread over one interval, so that the sends arrive
+                // at a steady rate rather than all at once, once per interval.
+                let start =
+                    Instant::now() + pace.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / count));
                 let mut latencies = Vec::new();
                 let mut n = 0u64;
                 // Unique per run: a clientMessageId sent again would be acked as a duplicate.

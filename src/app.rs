@@ -144,8 +144,9 @@ impl App {
     }
 }
 
-/// The periodic jobs, on one timer: expired revocations out of memory (every tick); rate-
-/// limit state (every minute); expired revocations, old audit events and retired signing
+/// The periodic jobs, on one timer: expired revocations out of memory and streamed replies
+/// idle past `--stream-timeout` finished as failed (every tick); rate-limit state (every
+/// minute); expired revocations, old audit events and retired signing
 /// secrets out of the database (every ten minutes); and, while writes are failing, a probe
 /// write that tells readiness when they work again.
 async fn housekeeping(state: AppState, stop: CancellationToken) {
@@ -159,6 +160,12 @@ async fn housekeeping(state: AppState, stop: CancellationToken) {
         }
         let now = state.clock.now_ms();
         state.tokens.purge_expired(now / 1000);
+        let idle_ms = state.settings.stream_timeout.as_millis() as i64;
+        match crate::chat::fail_idle_streams(&state, idle_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(replies = n, "streamed replies timed out and failed"),
+            Err(e) => tracing::warn!(error = %e, "cannot end idle streamed replies"),
+        }
         if now - last_limits >= LIMITS_HOUSEKEEPING_EVERY_MS {
             last_limits = now;
             state.limits.housekeeping(now);

@@ -187,6 +187,12 @@ pub struct Settings {
     #[arg(long, env = "PERFORMCHAT_CHAT_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub chat_idle_timeout: u32,
 
+    /// How long a streamed agent reply may go without a chunk before it is finished as
+    /// `failed` with the text it has (a duration: "60s").
+    #[arg(long, env = "PERFORMCHAT_STREAM_TIMEOUT", default_value = "60s", value_parser = crate::auth::expires_in::parse_duration_setting)]
+    #[serde(serialize_with = "duration_setting")]
+    pub stream_timeout: Duration,
+
     /// Origins allowed to call GET /rest/v1/auth/me from a browser, comma-separated, or * for
     /// any. Key endpoints never answer CORS.
     #[arg(long, env = "PERFORMCHAT_CORS_ORIGINS", default_value = "*")]

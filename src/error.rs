@@ -60,6 +60,9 @@ pub enum Error {
     Conflict(String),
     #[error("the conversation is closed: open a new one")]
     ConversationClosed,
+    /// A chunk for a streamed reply that has already finished (its status).
+    #[error("the message is no longer streaming: it is {0}")]
+    MessageNotStreaming(String),
     #[error("no route for this path")]
     NoRoute,
     #[error("this method is not allowed on this path")]
@@ -102,7 +105,9 @@ impl Error {
             | Error::AgentNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::AgentNotFound(_) | Error::NotFound(_) | Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::Conflict(_) | Error::ConversationClosed => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::ConversationClosed | Error::MessageNotStreaming(_) => {
+                StatusCode::CONFLICT
+            }
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,6 +131,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::ConversationClosed => "conversation_closed",
+            Error::MessageNotStreaming(_) => "message_not_streaming",
             Error::NoRoute => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TokenInvalid(_) => "token_invalid",

@@ -492,3 +492,75 @@ async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_or
         started.elapsed()
     );
 }
+
+/// PostgreSQL: a reply streamed through one instance reaches a socket on the other chunk by
+/// chunk, then whole. (Chunks are announced by NOTIFY only; processes sharing a SQLite file
+/// do not hear each other's, as with typing.)
+#[tokio::test]
+async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
+    use common::ChatClient;
+
+    let db = TestDb::new().await;
+    if !db.is_postgres() {
+        eprintln!("PostgreSQL only: chunks cross instances by NOTIFY");
+        return;
+    }
+    let pair = two_instances(&db).await;
+    let minted = pair.mint(&pair.a, "streamed").await;
+    let token = minted["token"].as_str().unwrap();
+    let (mut on_b, _) = ChatClient::ready(&pair.b.ws_url(), token).await;
+    on_b.send(json!({"type": "open", "id": "o"})).await;
+    let opened = on_b.next().await;
+    let conversation = opened["conversation"]["id"].as_str().unwrap().to_owned();
+    let basic = |req: reqwest::RequestBuilder| {
+        req.basic_auth(
+            pair.key["keyId"].as_str().unwrap(),
+            pair.key["keySecret"].as_str(),
+        )
+    };
+    let messages = pair.a.url(&format!(
+        "/rest/v1/agent/conversations/{conversation}/messages"
+    ));
+    let res = basic(pair.client.post(&messages))
+        .json(&json!({"status": "streaming", "text": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let started: Value = res.json().await.unwrap();
+    let id = started["message"]["id"].as_str().unwrap().to_owned();
+    let first = on_b.next().await;
+    assert_eq!(first["message"]["status"], "streaming", "{first}");
+
+    // A chunk larger than one notification carries, with characters that need escaping.
+    let big = "naïve \"quoted\" line\n".repeat(150);
+    let mut sent = String::new();
+    for chunk in [" there", big.as_str(), "."] {
+        let res = basic(pair.client.patch(format!("{messages}/{id}")))
+            .json(&json!({"append": chunk}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        sent.push_str(chunk);
+    }
+    let mut heard = String::new();
+    while heard.len() < sent.len() {
+        let frame = on_b.next().await;
+        assert_eq!(frame["type"], "delta", "{frame}");
+        assert_eq!(frame["messageId"], id.as_str());
+        heard.push_str(frame["text"].as_str().unwrap());
+    }
+    assert_eq!(heard, sent, "every chunk once, in order");
+
+    let res = basic(pair.client.patch(format!("{messages}/{id}")))
+        .json(&json!({"status": "complete"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let whole = on_b.next().await;
+    assert_eq!(whole["type"], "message", "{whole}");
+    assert_eq!(whole["message"]["status"], "complete");
+    assert_eq!(whole["message"]["text"], format!("Hi{sent}"));
+}

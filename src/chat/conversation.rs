@@ -4,8 +4,8 @@ use super::rules::{ClientMessageId, MessageText, SenderKind};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
 use crate::db::{
-    AuditEvent, Conversation, ConversationQuery, Entity, Message, NewMessage, Side, StoreError,
-    Window,
+    AuditEvent, Conversation, ConversationQuery, Entity, Growth, Message, NewMessage, Side,
+    StoreError, Window,
 };
 use crate::error::{Error, Result};
 use crate::token::Caller;
@@ -152,6 +152,29 @@ pub async fn send(
     client_message_id: &ClientMessageId,
     text: &MessageText,
 ) -> Result<Sent> {
+    send_with(
+        state,
+        conversation,
+        sender,
+        sender_name,
+        client_message_id,
+        text,
+        false,
+    )
+    .await
+}
+
+/// As [`send`], or, `streaming`, starts a streamed reply: a message with status
+/// `streaming` and the text so far (perhaps empty), which [`grow`] extends and finishes.
+pub async fn send_with(
+    state: &AppState,
+    conversation: &Conversation,
+    sender: SenderKind,
+    sender_name: Option<&str>,
+    client_message_id: &ClientMessageId,
+    text: &MessageText,
+    streaming: bool,
+) -> Result<Sent> {
     if sender == SenderKind::User
         && let Err(wait) = state.limits.chat_send(&conversation.user_id)
     {
@@ -168,7 +191,7 @@ pub async fn send(
         sender_kind: sender.as_str(),
         sender_name,
         text: text.as_str(),
-        status: "complete",
+        status: if streaming { "streaming" } else { "complete" },
         now_ms: state.clock.now_ms(),
     };
     match state.db.append_message(&new).await {
@@ -190,6 +213,74 @@ pub async fn send(
         Err(StoreError::NotFound(Entity::Conversation, _)) => Err(Error::ConversationClosed),
         Err(e) => Err(e.into()),
     }
+}
+
+/// How a streamed reply ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Complete,
+    Failed,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Complete => "complete",
+            Finish::Failed => "failed",
+        }
+    }
+}
+
+/// Appends `append` to a streamed reply of the conversation, and finishes it if asked. The
+/// chunk reaches the user's sockets as a `delta`; the finished reply as its final `message`.
+pub async fn grow(
+    state: &AppState,
+    conversation: &Conversation,
+    message_id: &str,
+    append: &MessageText,
+    finish: Option<Finish>,
+) -> Result<Message> {
+    let grown = state
+        .db
+        .grow_message(
+            &conversation.id,
+            message_id,
+            append.as_str(),
+            finish.map(Finish::as_str),
+            super::rules::MAX_TEXT_CHARS as i64,
+            state.clock.now_ms(),
+        )
+        .await;
+    match grown {
+        Ok(Growth::Grew(message)) => {
+            super::fanout::grown(state, conversation, &message, append.as_str());
+            Ok(message)
+        }
+        Ok(Growth::Finished(message)) => Err(Error::MessageNotStreaming(message.status)),
+        Ok(Growth::TooLong) => Err(Error::invalid(format!(
+            "append would make the message longer than {} characters",
+            super::rules::MAX_TEXT_CHARS
+        ))),
+        Err(StoreError::NotFound(Entity::Message, _)) => {
+            Err(Error::NotFound("no such message".to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Finishes as `failed`, with the text they have, the streamed replies that have not grown
+/// for `idle_ms`, and tells the user's sockets. Returns how many. Run periodically.
+pub async fn fail_idle_streams(state: &AppState, idle_ms: i64) -> Result<usize> {
+    let failed = state
+        .db
+        .fail_idle_streams(state.clock.now_ms() - idle_ms)
+        .await?;
+    for message in &failed {
+        if let Some(conversation) = state.db.find_conversation(&message.conversation_id).await? {
+            super::fanout::grown(state, &conversation, message, "");
+        }
+    }
+    Ok(failed.len())
 }
 
 /// A new message id: the time in milliseconds (hex), then 12 random characters. Ids made

@@ -6,7 +6,9 @@
 //! - PostgreSQL: one task sends, after the commits, a NOTIFY on [`CHANNEL`] carrying a batch
 //!   of lines `m <conversation> <user> <agent> <company> <seq>` (ids, never a message: a
 //!   payload stops at 8 000 bytes; `c <ids>` for a conversation closed, `t <ids> start|stop`
-//!   for the agent typing, `u <ids> start|stop` for the user typing). It is not sent inside
+//!   for the agent typing, `u <ids> start|stop` for the user typing, `d <ids> <seq> <message>
+//!   <text>` for a chunk of a streamed reply (the chunk itself, a JSON string, in pieces that
+//!   fit), `f <ids> <seq>` for a streamed reply finished, which the others read again). It is not sent inside
 //!   the message's transaction, where PostgreSQL
 //!   would queue every commit of the database on its one notification lock. A notification
 //!   can be lost (an instance killed between its commit and its NOTIFY, a listener
@@ -48,6 +50,18 @@ const CONCURRENT_READS: usize = 8;
 #[derive(Debug)]
 enum Note {
     Message {
+        ids: Ids,
+        seq: i64,
+    },
+    /// A chunk of a streamed reply (the party's sockets only).
+    Delta {
+        ids: Ids,
+        seq: i64,
+        message_id: String,
+        text: String,
+    },
+    /// A streamed reply finished (complete or failed): read it again.
+    Finished {
         ids: Ids,
         seq: i64,
     },
@@ -97,13 +111,16 @@ impl From<&Conversation> for Ids {
     }
 }
 
-/// Read one message (announced by another instance) for the company's feeds here.
+/// Read one message (announced by another instance) for the company's feeds here, and, for
+/// a streamed reply that finished, for the user's sockets here too.
 #[derive(Debug)]
 struct FeedRead {
     company_id: String,
     agent_id: String,
     conversation_id: String,
     seq: i64,
+    /// The user whose sockets get the message again (a finished stream), if any.
+    again_for: Option<String>,
 }
 
 /// Read a conversation's messages up to `upto` for its party here.
@@ -173,11 +190,16 @@ impl Fanout {
     /// without catch-up: one dropped here (a full queue) is found by the company's next
     /// `updatedSince` sync.
     fn read_for_feeds(&self, ids: &Ids, seq: i64) {
+        self.read(ids, seq, None);
+    }
+
+    fn read(&self, ids: &Ids, seq: i64, again_for: Option<String>) {
         let read = FeedRead {
             company_id: ids.company_id.clone(),
             agent_id: ids.agent_id.clone(),
             conversation_id: ids.conversation_id.clone(),
             seq,
+            again_for,
         };
         if self.feed_reads.try_send(read).is_err() {
             tracing::debug!("feed read queue full: a message skips the company's live feed");
@@ -247,6 +269,85 @@ fn message_to_feeds(state: &AppState, company_id: &str, agent_id: &str, message:
         });
         state.chat.hub.to_feeds(company_id, agent_id, &push);
     }
+}
+
+/// A streamed reply grew here by `appended` (and finished, if its status says so): the
+/// chunk to the user's sockets as a `delta`, the finished reply as its final `message`
+/// (to the company's feeds too), here and elsewhere.
+pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, appended: &str) {
+    let ids = Ids::from(conversation);
+    let finished = message.status != "streaming";
+    if !appended.is_empty() {
+        push_delta(state, &ids, message.seq, &message.id, appended);
+        for text in pieces(appended, DELTA_PIECE) {
+            state.chat.fanout.note(
+                state,
+                Note::Delta {
+                    ids: Ids::from(conversation),
+                    seq: message.seq,
+                    message_id: message.id.clone(),
+                    text: text.to_owned(),
+                },
+            );
+        }
+    }
+    if finished {
+        message_again(state, &ids.user_id, &ids.agent_id, message);
+        message_to_feeds(state, &ids.company_id, &ids.agent_id, message);
+        let seq = message.seq;
+        state.chat.fanout.note(state, Note::Finished { ids, seq });
+    }
+}
+
+fn push_delta(state: &AppState, ids: &Ids, seq: i64, message_id: &str, text: &str) {
+    let push = Arc::new(Push::Delta {
+        conversation_id: ids.conversation_id.clone(),
+        message_id: message_id.to_owned(),
+        text: text.to_owned(),
+    });
+    state.chat.hub.to_party_after(
+        &ids.user_id,
+        &ids.agent_id,
+        &ids.conversation_id,
+        seq,
+        &push,
+    );
+}
+
+/// A message the user's sockets already have, in its new form (a finished stream).
+fn message_again(state: &AppState, user_id: &str, agent_id: &str, message: &Message) {
+    let push = Arc::new(Push::Message {
+        conversation_id: message.conversation_id.clone(),
+        message: message.clone(),
+    });
+    state.chat.hub.to_party_after(
+        user_id,
+        agent_id,
+        &message.conversation_id,
+        message.seq,
+        &push,
+    );
+}
+
+/// The most bytes of a chunk one notification line carries: JSON-escaped, a piece grows at
+/// most sixfold (`\u001f`-style escapes), which with the ids stays under [`PAYLOAD_MAX`].
+const DELTA_PIECE: usize = 1_200;
+
+/// `text` in pieces of at most `max` bytes, cut between characters.
+fn pieces(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// A conversation was closed here: tell its sockets and feeds, here and elsewhere.
@@ -392,6 +493,9 @@ async fn read_for_feeds(
                 Ok((messages, _)) => {
                     for message in messages.iter().filter(|m| m.seq == read.seq) {
                         message_to_feeds(&state, &read.company_id, &read.agent_id, message);
+                        if let Some(user_id) = &read.again_for {
+                            message_again(&state, user_id, &read.agent_id, message);
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot read a message for the feeds"),
@@ -548,6 +652,16 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
     for note in notes {
         let line = match note {
             Note::Message { ids, seq } => format!("m {ids} {seq}"),
+            Note::Delta {
+                ids,
+                seq,
+                message_id,
+                text,
+            } => format!(
+                "d {ids} {seq} {message_id} {}",
+                serde_json::Value::String(text)
+            ),
+            Note::Finished { ids, seq } => format!("f {ids} {seq}"),
             Note::Closed { ids } => format!("c {ids}"),
             Note::Typing { ids, typing } => format!("t {ids} {}", typing_word(typing)),
             Note::UserTyping { ids, typing } => format!("u {ids} {}", typing_word(typing)),
@@ -587,6 +701,10 @@ fn heard(state: &AppState, payload: &str) {
         return;
     }
     for line in lines {
+        if let Some(delta) = line.strip_prefix("d ") {
+            heard_delta(state, delta);
+            continue;
+        }
         let fields: Vec<&str> = line.split(' ').collect();
         let (kind, ids, rest) = match fields.as_slice() {
             [kind, conversation, user, agent, company, rest @ ..] => (
@@ -622,6 +740,17 @@ fn heard(state: &AppState, payload: &str) {
                     });
                 }
             }
+            ("f", [seq]) => {
+                let Ok(seq) = seq.parse::<i64>() else {
+                    continue;
+                };
+                let hub = &state.chat.hub;
+                let party = hub.has_party(&ids.user_id, &ids.agent_id);
+                if party || hub.has_feed(&ids.company_id) {
+                    let again_for = party.then(|| ids.user_id.clone());
+                    state.chat.fanout.read(&ids, seq, again_for);
+                }
+            }
             ("c", []) => push_closed(state, &ids),
             ("t", [word]) if let Some(typing) = typing_of(Some(word)) => {
                 push_typing(state, &ids, typing)
@@ -634,9 +763,39 @@ fn heard(state: &AppState, payload: &str) {
     }
 }
 
+/// `<conversation> <user> <agent> <company> <seq> <messageId> <text as a JSON string>`.
+fn heard_delta(state: &AppState, line: &str) {
+    let fields: Vec<&str> = line.splitn(7, ' ').collect();
+    let [conversation, user, agent, company, seq, message_id, text] = fields.as_slice() else {
+        tracing::debug!("unreadable chat notification line");
+        return;
+    };
+    let (Ok(seq), Ok(text)) = (seq.parse::<i64>(), serde_json::from_str::<String>(text)) else {
+        tracing::debug!("unreadable chat notification line");
+        return;
+    };
+    let ids = Ids {
+        conversation_id: (*conversation).to_owned(),
+        user_id: (*user).to_owned(),
+        agent_id: (*agent).to_owned(),
+        company_id: (*company).to_owned(),
+    };
+    push_delta(state, &ids, seq, message_id, &text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_cut_between_characters() {
+        let text = "héllo wörld ".repeat(300);
+        let parts: Vec<&str> = pieces(&text, 1_200).collect();
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.len() <= 1_200 && !p.is_empty()));
+        assert_eq!(parts.concat(), text);
+        assert_eq!(pieces("", 10).count(), 0);
+    }
 
     #[test]
     fn payloads_stay_under_the_notify_limit_and_keep_every_note() {

@@ -27,6 +27,12 @@ pub enum Push {
         conversation_id: String,
         message: Message,
     },
+    /// A chunk appended to a streamed reply the party already has.
+    Delta {
+        conversation_id: String,
+        message_id: String,
+        text: String,
+    },
     ConversationClosed {
         conversation_id: String,
     },
@@ -357,6 +363,27 @@ impl Hub {
         let Some(party) = inner.party(user_id, agent_id) else {
             return 0;
         };
+        Self::queue(&inner, &party.sockets, push)
+    }
+
+    /// Queues a push about a message the party already has (a chunk of a streamed reply, or
+    /// its final form), to a party whose cursor has reached `seq` only: one further behind
+    /// will read the message as it then is when its catch-up comes.
+    pub fn to_party_after(
+        &self,
+        user_id: &str,
+        agent_id: &str,
+        conversation_id: &str,
+        seq: i64,
+        push: &Arc<Push>,
+    ) -> usize {
+        let inner = self.lock();
+        let Some(party) = inner.party(user_id, agent_id) else {
+            return 0;
+        };
+        if party.cursors.get(conversation_id).copied().unwrap_or(0) < seq {
+            return 0;
+        }
         Self::queue(&inner, &party.sockets, push)
     }
 

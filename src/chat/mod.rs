@@ -17,6 +17,7 @@ pub struct ChatState {
 }
 
 pub use conversation::{
-    ChatUser, Sent, agent_typing, close, company_conversation, history, list_for_company,
-    list_for_user, mark_read, open, send, user_conversation, user_typing,
+    ChatUser, Finish, Sent, agent_typing, close, company_conversation, fail_idle_streams, grow,
+    history, list_for_company, list_for_user, mark_read, open, send, send_with, user_conversation,
+    user_typing,
 };

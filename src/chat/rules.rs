@@ -29,6 +29,22 @@ impl MessageText {
         Ok(MessageText(s.to_owned()))
     }
 
+    /// A piece of a streamed reply (its first text, or a chunk appended to it): as a text,
+    /// but it may be empty or blank (a chunk is often a space or a newline).
+    pub fn chunk(field: &str, s: &str) -> Result<Self, String> {
+        if s.chars().count() > MAX_TEXT_CHARS {
+            return Err(format!(
+                "{field} must be at most {MAX_TEXT_CHARS} characters"
+            ));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(format!(
+                "{field} must not contain control characters other than newline and tab"
+            ));
+        }
+        Ok(MessageText(s.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -122,6 +138,23 @@ mod tests {
         }
         assert!(
             MessageText::parse("text", &"a".repeat(4001))
+                .unwrap_err()
+                .contains("at most 4000")
+        );
+    }
+
+    #[test]
+    fn chunks_may_be_blank_but_not_control_characters() {
+        for ok in ["", " ", "\n", " world"] {
+            assert!(MessageText::chunk("append", ok).is_ok(), "{ok:?}");
+        }
+        assert!(
+            MessageText::chunk("append", "a\u{7}")
+                .unwrap_err()
+                .contains("control characters")
+        );
+        assert!(
+            MessageText::chunk("append", &"a".repeat(4001))
                 .unwrap_err()
                 .contains("at most 4000")
         );

@@ -71,6 +71,17 @@ impl NewMessage<'_> {
     }
 }
 
+/// What became of a streaming message asked to grow.
+#[derive(Debug)]
+pub enum Growth {
+    /// Grown (and finished, if asked): the message as it is now.
+    Grew(Message),
+    /// It had already finished (complete or failed): the message as it is.
+    Finished(Message),
+    /// The chunk would take its text past the longest a message may be.
+    TooLong,
+}
+
 /// Which part of a conversation to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {
@@ -169,6 +180,85 @@ impl Db {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Grows a streaming message of the conversation by `append`, and finishes it as
+    /// `finish` (`complete` or `failed`) if given, in one statement. `NotFound(Message)` when
+    /// the conversation has no such message.
+    pub async fn grow_message(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        append: &str,
+        finish: Option<&str>,
+        max_chars: i64,
+        now_ms: i64,
+    ) -> Result<Growth> {
+        let grown = transaction!(self, |tx| {
+            sqlx::query_as::<_, Message>(concat!(
+                "UPDATE message SET text = text || $3, status = COALESCE($4, status), \
+                 grown_at = $5 \
+                 WHERE id = $1 AND conversation_id = $2 AND status = 'streaming' \
+                   AND length(text) + length($3) <= $6 RETURNING ",
+                message_columns!()
+            ))
+            .bind(message_id)
+            .bind(conversation_id)
+            .bind(append)
+            .bind(finish)
+            .bind(now_ms)
+            .bind(max_chars)
+            .fetch_optional(&mut *tx)
+            .await?
+        })?;
+        if let Some(message) = grown {
+            return Ok(Growth::Grew(message));
+        }
+        let found = run!(self, |pool| {
+            sqlx::query_as::<_, Message>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM message WHERE id = $1 AND conversation_id = $2"
+            ))
+            .bind(message_id)
+            .bind(conversation_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        match found {
+            None => Err(StoreError::NotFound(Entity::Message, message_id.to_owned())),
+            Some(message) if message.status != "streaming" => Ok(Growth::Finished(message)),
+            Some(_) => Ok(Growth::TooLong),
+        }
+    }
+
+    /// Finishes as `failed` every streaming message that has not grown since `before_ms`
+    /// (or, never grown, was created before it), and returns them.
+    pub async fn fail_idle_streams(&self, before_ms: i64) -> Result<Vec<Message>> {
+        // Asked every second: a read first (on the partial index of streaming messages), so
+        // that an idle server takes no write lock for nothing.
+        let any = run!(self, |pool| {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT 1 FROM message WHERE status = 'streaming' \
+                 AND COALESCE(grown_at, created_at) < $1 LIMIT 1",
+            )
+            .bind(before_ms)
+            .fetch_optional(pool)
+            .await
+        })?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        transaction!(self, |tx| {
+            sqlx::query_as::<_, Message>(concat!(
+                "UPDATE message SET status = 'failed' \
+                 WHERE status = 'streaming' AND COALESCE(grown_at, created_at) < $1 RETURNING ",
+                message_columns!()
+            ))
+            .bind(before_ms)
+            .fetch_all(&mut *tx)
+            .await?
+        })
     }
 
     /// SQLite only: the highest rowid of the message table. SQLite has one writer, so rowids

@@ -106,7 +106,7 @@ pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
 pub use conversation::{Conversation, ConversationQuery, Side};
-pub use message::{Message, NewMessage, Window};
+pub use message::{Growth, Message, NewMessage, Window};
 pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};
 

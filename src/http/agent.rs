@@ -45,30 +45,63 @@ pub struct ReplyRequest {
     client_message_id: Option<Value>,
     sender_kind: Option<Value>,
     sender_name: Option<Value>,
+    status: Option<Value>,
+}
+
+/// A chunk for a streamed reply, and perhaps its end.
+// Fields take any JSON value so that the checks in `grow_message` name the field that is
+// wrong.
+#[derive(Deserialize, ToSchema)]
+pub struct GrowRequest {
+    /// Text to add to the reply: up to 4000 characters in all, no control characters other
+    /// than newline and tab; it may be blank. Reaches the user's sockets as a `delta` frame.
+    #[schema(value_type = Option<String>, max_length = 4000)]
+    append: Option<Value>,
+    /// `complete` to finish the reply (after `append`, if both are given), `failed` to give
+    /// it up with the text it has; absent while it goes on. The user's sockets get the
+    /// finished reply as a `message` frame.
+    #[schema(value_type = Option<String>, pattern = "^(complete|failed)$")]
+    status: Option<Value>,
 }
 
 /// Characters other than controls (newline and tab allowed in a text), one of them not blank.
 const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
+/// Characters other than controls (newline and tab allowed), perhaps none.
+const CHUNK_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
 const NAME_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
-/// One of two objects: the agent's reply (`senderKind` absent, null or `agent`; a
+/// One of four objects: the agent's reply (`senderKind` absent, null or `agent`; a
 /// `senderName` optional, shown instead of the agent's name) or a person's (`senderKind`
-/// `operator` and their `senderName`).
+/// `operator` and their `senderName`), each whole (`text` required) or streamed (`status`
+/// `streaming`, `text` optional and perhaps empty).
 impl utoipa::PartialSchema for ReplyRequest {
     fn schema() -> RefOr<Schema> {
         let string = || ObjectBuilder::new().schema_type(Type::String);
-        let shape = |title: &str, kind: ObjectBuilder, person: bool| {
+        let shape = |title: &str, kind: ObjectBuilder, person: bool, streaming: bool| {
+            let text = if streaming {
+                string()
+                    .max_length(Some(4000))
+                    .pattern(Some(CHUNK_PATTERN))
+                    .description(Some("The reply's first text, perhaps empty; no control characters other than newline and tab"))
+            } else {
+                string()
+                    .min_length(Some(1))
+                    .max_length(Some(4000))
+                    .pattern(Some(TEXT_PATTERN))
+                    .description(Some("1–4000 characters, not all blank; no control characters other than newline and tab"))
+            };
+            let status = if streaming {
+                string().enum_values(Some(["streaming"])).description(Some(
+                    "A reply streamed in chunks: `PATCH …/messages/{messageId}` adds them and finishes it",
+                ))
+            } else {
+                string()
+                    .enum_values(Some(["complete"]))
+                    .description(Some("A whole reply (the default)"))
+            };
             let mut o = ObjectBuilder::new()
                 .title(Some(title))
-                .property(
-                    "text",
-                    string()
-                        .min_length(Some(1))
-                        .max_length(Some(4000))
-                        .pattern(Some(TEXT_PATTERN))
-                        .description(Some("1–4000 characters, not all blank; no control characters other than newline and tab")),
-                )
-                .required("text")
+                .property("text", text)
                 .property(
                     "clientMessageId",
                     ObjectBuilder::new()
@@ -82,26 +115,32 @@ impl utoipa::PartialSchema for ReplyRequest {
                     string()
                         .max_length(Some(100))
                         .pattern(Some(NAME_PATTERN))
-                        .description(Some("The person's name, or a name shown instead of the agent's")),
-                );
+                        .description(Some(
+                            "The person's name, or a name shown instead of the agent's",
+                        )),
+                )
+                .property("status", status);
+            if streaming {
+                o = o.required("status");
+            } else {
+                o = o.required("text");
+            }
             if person {
                 o = o.required("senderKind").required("senderName");
             }
             o
         };
+        let as_agent = || {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .enum_values(Some([Some("agent"), None]))
+        };
+        let as_person = || string().enum_values(Some(["operator"]));
         OneOfBuilder::new()
-            .item(shape(
-                "As the agent",
-                ObjectBuilder::new()
-                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-                    .enum_values(Some([Some("agent"), None])),
-                false,
-            ))
-            .item(shape(
-                "As a person",
-                string().enum_values(Some(["operator"])),
-                true,
-            ))
+            .item(shape("As the agent", as_agent(), false, false))
+            .item(shape("As a person", as_person(), true, false))
+            .item(shape("Streamed, as the agent", as_agent(), false, true))
+            .item(shape("Streamed, as a person", as_person(), true, true))
             .into()
     }
 }
@@ -204,7 +243,8 @@ pub async fn list_messages(
     }))
 }
 
-/// Reply in a conversation, as its agent or as a named person (`senderKind: operator`).
+/// Reply in a conversation, as its agent or as a named person (`senderKind: operator`):
+/// whole, or streamed (`status: streaming`, then `PATCH …/messages/{messageId}`).
 #[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/messages", tag = "chat", security(("keyPair" = [])),
     params(("id" = String, Path)),
     request_body = ReplyRequest,
@@ -222,7 +262,17 @@ pub async fn reply(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReplyRequest>,
 ) -> Result<(StatusCode, Json<MessageResponse>)> {
-    let text = required_text("text", body.text.as_ref())?;
+    let streaming = match body.status.as_ref() {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "complete" => false,
+        Some(Value::String(s)) if s == "streaming" => true,
+        Some(_) => return Err(Error::invalid("status must be complete or streaming")),
+    };
+    let text = if streaming {
+        chunk("text", body.text.as_ref())?
+    } else {
+        required_text("text", body.text.as_ref())?
+    };
     let client_message_id = client_message_id(body.client_message_id.as_ref())?
         .unwrap_or_else(ClientMessageId::generate);
     let kind = match body.sender_kind.as_ref() {
@@ -261,13 +311,14 @@ pub async fn reply(
             .map(|a| a.name)
             .unwrap_or_default(),
     };
-    let sent = chat::send(
+    let sent = chat::send_with(
         &state,
         &conversation,
         kind,
         Some(&name),
         &client_message_id,
         &text,
+        streaming,
     )
     .await?;
     let status = if sent.duplicate {
@@ -281,6 +332,59 @@ pub async fn reply(
             message: sent.message.into(),
         }),
     ))
+}
+
+/// Add a chunk to a streamed reply (`append`), and finish it (`status`). Each chunk reaches
+/// the user's sockets as a `delta` frame, the finished reply as a `message` frame. A reply
+/// that does not grow for the server's `--stream-timeout` is finished as `failed` with the
+/// text it has.
+#[utoipa::path(patch, path = "/rest/v1/agent/conversations/{id}/messages/{messageId}", tag = "chat", security(("keyPair" = [])),
+    params(("id" = String, Path), ("messageId" = String, Path)),
+    request_body = GrowRequest,
+    responses(
+        (status = 200, description = "The reply as it is now", body = MessageResponse),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company, or no such message in it", body = ErrorBody),
+        (status = 409, description = "`message_not_streaming`: it is complete or failed already", body = ErrorBody),
+    ))]
+pub async fn grow_message(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((id, message_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<GrowRequest>,
+) -> Result<Json<MessageResponse>> {
+    let append = match body.append.as_ref() {
+        None | Some(Value::Null) => None,
+        value => Some(chunk("append", value)?),
+    };
+    let finish = match body.status.as_ref() {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "complete" => Some(chat::Finish::Complete),
+        Some(Value::String(s)) if s == "failed" => Some(chat::Finish::Failed),
+        Some(_) => return Err(Error::invalid("status must be complete or failed")),
+    };
+    if append.is_none() && finish.is_none() {
+        return Err(Error::invalid("append or status is required"));
+    }
+    let caller = chat_caller(&state, &headers, &info)?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    let append = append.unwrap_or_else(|| rules::MessageText::chunk("append", "").expect("empty"));
+    let message = chat::grow(&state, &conversation, &message_id, &append, finish).await?;
+    Ok(Json(MessageResponse {
+        message: message.into(),
+    }))
+}
+
+/// A chunk of a streamed reply: a string, perhaps blank or empty.
+fn chunk(field: &str, value: Option<&Value>) -> Result<rules::MessageText> {
+    match value {
+        None | Some(Value::Null) => Ok(rules::MessageText::chunk(field, "").expect("empty")),
+        Some(Value::String(s)) => {
+            rules::MessageText::chunk(field, s).map_err(Error::InvalidRequest)
+        }
+        Some(_) => Err(Error::invalid(format!("{field} must be a string"))),
+    }
 }
 
 /// Close a conversation. The user's next open starts a new one.
@@ -416,8 +520,9 @@ fn event_of(push: &Push) -> Option<Event> {
             "conversation_closed",
             serde_json::json!({"conversationId": conversation_id}),
         ),
-        // The agent's own typing goes to the user only.
-        Push::Typing { .. } => return None,
+        // The agent's own typing and chunks go to the user only (the company sees the
+        // finished reply).
+        Push::Typing { .. } | Push::Delta { .. } => return None,
     };
     Some(Event::default().event(name).data(data.to_string()))
 }

@@ -57,6 +57,10 @@ pub fn router(state: AppState) -> Router {
             get(agent::list_messages).post(agent::reply),
         )
         .route(
+            "/rest/v1/agent/conversations/{id}/messages/{messageId}",
+            axum::routing::patch(agent::grow_message),
+        )
+        .route(
             "/rest/v1/agent/conversations/{id}/close",
             post(agent::close_conversation),
         )

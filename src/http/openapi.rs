@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::agent::list_conversations,
         super::agent::list_messages,
         super::agent::reply,
+        super::agent::grow_message,
         super::agent::close_conversation,
         super::agent::typing,
         super::agent::events,

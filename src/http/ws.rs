@@ -134,6 +134,13 @@ enum Out<'a> {
         conversation_id: &'a str,
         message: MessageBody,
     },
+    Delta {
+        #[serde(rename = "conversationId")]
+        conversation_id: &'a str,
+        #[serde(rename = "messageId")]
+        message_id: &'a str,
+        text: &'a str,
+    },
     ConversationClosed {
         #[serde(rename = "conversationId")]
         conversation_id: &'a str,
@@ -567,6 +574,15 @@ impl Live<'_> {
             } => Out::Message {
                 conversation_id,
                 message: message.clone().into(),
+            },
+            Push::Delta {
+                conversation_id,
+                message_id,
+                text,
+            } => Out::Delta {
+                conversation_id,
+                message_id,
+                text,
             },
             Push::ConversationClosed { conversation_id } => {
                 Out::ConversationClosed { conversation_id }

@@ -1,0 +1,217 @@
+//! Agents that answer, through the real server: replies streamed by the company's backend
+//! (`status: streaming`, then chunks by `PATCH`), seen live by the user's sockets as
+//! `delta` frames and a final `message`, and ended as `failed` when they stop growing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ChatClient, TestApp, assert_error, spawn_app, spawn_app_with};
+use performchat::config::Settings;
+use reqwest::Response;
+use serde_json::{Value, json};
+
+async fn agent_send(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> Response {
+    app.client
+        .request(method, app.url(path))
+        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A user's socket with their conversation open: (socket, conversation id).
+async fn user_socket(app: &TestApp, user: &str) -> (ChatClient, String) {
+    let token = app.token_for(user).await;
+    let (mut socket, _) = ChatClient::ready(&app.ws_url(), &token).await;
+    socket.send(json!({"type": "open", "id": "o"})).await;
+    let opened = socket.next().await;
+    assert_eq!(opened["type"], "conversation", "{opened}");
+    let id = opened["conversation"]["id"].as_str().unwrap().to_owned();
+    (socket, id)
+}
+
+/// Starts a streamed reply with `text`; returns the message.
+async fn start(app: &TestApp, conversation: &str, text: &str) -> Value {
+    let res = agent_send(
+        app,
+        reqwest::Method::POST,
+        &format!("/rest/v1/agent/conversations/{conversation}/messages"),
+        json!({"text": text, "status": "streaming", "clientMessageId": "reply-1"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["message"].clone()
+}
+
+async fn grow(app: &TestApp, conversation: &str, message: &str, body: Value) -> Response {
+    agent_send(
+        app,
+        reqwest::Method::PATCH,
+        &format!("/rest/v1/agent/conversations/{conversation}/messages/{message}"),
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_streamed_reply_reaches_the_user_in_deltas_then_whole() {
+    let app = spawn_app().await;
+    let (mut socket, conversation) = user_socket(&app, "streamed-to").await;
+
+    let started = start(&app, &conversation, "").await;
+    assert_eq!(started["status"], "streaming");
+    assert_eq!(started["text"], "");
+    assert_eq!(started["sender"]["kind"], "agent");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let pushed = socket.next().await;
+    assert_eq!(pushed["type"], "message");
+    assert_eq!(pushed["message"]["id"], id);
+    assert_eq!(pushed["message"]["status"], "streaming");
+
+    for chunk in ["Hel", "lo", "\n", " world"] {
+        let res = grow(&app, &conversation, &id, json!({"append": chunk})).await;
+        assert_eq!(res.status(), 200);
+        let delta = socket.next().await;
+        assert_eq!(
+            delta,
+            json!({"type": "delta", "conversationId": conversation, "messageId": id, "text": chunk})
+        );
+    }
+
+    // A socket that connects mid-reply sees the text so far.
+    let (mut late, _) = user_socket(&app, "streamed-to").await;
+    late.send(json!({"type": "history", "conversationId": conversation, "id": "h"}))
+        .await;
+    let history = late.next().await;
+    let so_far = &history["messages"].as_array().unwrap()[0];
+    assert_eq!(so_far["text"], "Hello\n world");
+    assert_eq!(so_far["status"], "streaming");
+
+    let res = grow(
+        &app,
+        &conversation,
+        &id,
+        json!({"append": "!", "status": "complete"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["message"]["text"], "Hello\n world!");
+    assert_eq!(body["message"]["status"], "complete");
+    for s in [&mut socket, &mut late] {
+        assert_eq!(s.next().await["text"], "!");
+        let whole = s.next().await;
+        assert_eq!(whole["type"], "message");
+        assert_eq!(whole["message"]["id"], id);
+        assert_eq!(whole["message"]["seq"], started["seq"]);
+        assert_eq!(whole["message"]["status"], "complete");
+        assert_eq!(whole["message"]["text"], "Hello\n world!");
+    }
+
+    // Finished: no more chunks.
+    let res = grow(&app, &conversation, &id, json!({"append": "more"})).await;
+    assert_error(res, 409, "message_not_streaming", "complete").await;
+    // The same clientMessageId again: the stored reply, not a second one.
+    let res = agent_send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/rest/v1/agent/conversations/{conversation}/messages"),
+        json!({"status": "streaming", "clientMessageId": "reply-1"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["message"]["id"], id);
+}
+
+#[tokio::test]
+async fn bad_chunks_and_unknown_replies_get_errors_that_name_the_problem() {
+    let app = spawn_app().await;
+    let (_socket, conversation) = user_socket(&app, "chunked").await;
+    let id = start(&app, &conversation, "Hi").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (body, says) in [
+        (json!({}), "append or status is required"),
+        (json!({"append": 5}), "append must be a string"),
+        (json!({"append": "a\u{7}"}), "control characters"),
+        (
+            json!({"status": "done"}),
+            "status must be complete or failed",
+        ),
+        (
+            json!({"append": "a".repeat(3999)}),
+            "longer than 4000 characters",
+        ),
+    ] {
+        let res = grow(&app, &conversation, &id, body).await;
+        assert_error(res, 400, "invalid_request", says).await;
+    }
+    let res = grow(&app, &conversation, "msg_nope", json!({"append": "x"})).await;
+    assert_error(res, 404, "not_found", "no such message").await;
+    // Another company's key sees neither the conversation nor the reply.
+    let other = app.add_tenant("co_other", "agt_other").await;
+    let res = app
+        .client
+        .patch(app.url(&format!(
+            "/rest/v1/agent/conversations/{conversation}/messages/{id}"
+        )))
+        .basic_auth(&other.key_id, Some(&other.key_secret))
+        .json(&json!({"append": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found", "no such conversation").await;
+    // A streaming start with a text that is not a string.
+    let res = agent_send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/rest/v1/agent/conversations/{conversation}/messages"),
+        json!({"status": "typing"}),
+    )
+    .await;
+    assert_error(
+        res,
+        400,
+        "invalid_request",
+        "status must be complete or streaming",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_streamed_reply_that_stops_growing_fails_with_its_text_so_far() {
+    let settings = Settings {
+        stream_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let app = spawn_app_with(settings).await;
+    let (mut socket, conversation) = user_socket(&app, "left-waiting").await;
+    let id = start(&app, &conversation, "Let me check").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(socket.next().await["message"]["status"], "streaming");
+    let res = grow(&app, &conversation, &id, json!({"append": " that"})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(socket.next().await["type"], "delta");
+
+    // Idle for less than the timeout: still streaming after the job's next runs.
+    app.advance_clock(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let res = grow(&app, &conversation, &id, json!({"append": " for you"})).await;
+    assert_eq!(res.status(), 200, "a chunk within the timeout is taken");
+    assert_eq!(socket.next().await["type"], "delta");
+
+    // Past it: the server's periodic job ends the reply, and the user hears of it.
+    app.advance_clock(Duration::from_secs(31)).await;
+    let ended = socket.next().await;
+    assert_eq!(ended["type"], "message", "{ended}");
+    assert_eq!(ended["message"]["id"], id);
+    assert_eq!(ended["message"]["status"], "failed");
+    assert_eq!(ended["message"]["text"], "Let me check that for you");
+    let res = grow(&app, &conversation, &id, json!({"append": "late"})).await;
+    assert_error(res, 409, "message_not_streaming", "failed").await;
+}

@@ -143,30 +143,10 @@ pub struct Sent {
 }
 
 /// Stores a message, committed before this returns. The same `client_message_id` again
-/// gives the stored message, never a second one.
+/// gives the stored message, never a second one. `streaming` starts a streamed reply: a
+/// message with status `streaming` and the text so far (perhaps empty), which [`grow`]
+/// extends and finishes.
 pub async fn send(
-    state: &AppState,
-    conversation: &Conversation,
-    sender: SenderKind,
-    sender_name: Option<&str>,
-    client_message_id: &ClientMessageId,
-    text: &MessageText,
-) -> Result<Sent> {
-    send_with(
-        state,
-        conversation,
-        sender,
-        sender_name,
-        client_message_id,
-        text,
-        false,
-    )
-    .await
-}
-
-/// As [`send`], or, `streaming`, starts a streamed reply: a message with status
-/// `streaming` and the text so far (perhaps empty), which [`grow`] extends and finishes.
-pub async fn send_with(
     state: &AppState,
     conversation: &Conversation,
     sender: SenderKind,

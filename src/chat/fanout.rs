@@ -15,7 +15,9 @@
 //!   reconnecting), so every [`SWEEP_EVERY`] each instance compares the conversations it
 //!   follows with their last seq in the database.
 //! - SQLite shared by processes: each instance polls the message table's rowid every
-//!   [`POLL_EVERY`] (one writer: rowids grow in commit order).
+//!   [`POLL_EVERY`] (one writer: rowids grow in commit order), and the status of the streamed
+//!   replies it handed out while they were streaming (a finished one is pushed whole; their
+//!   chunks, like typing, do not cross processes).
 //!
 //! Whatever the way, the missing messages are read by seq after the party's cursor and
 //! handed to the hub in order, which pushes each once (see `hub`).
@@ -123,6 +125,18 @@ struct FeedRead {
     again_for: Option<String>,
 }
 
+/// Who here has a streamed reply that is still streaming: its party (`user_id`, empty if
+/// none) and the company's feeds (`company_id`, empty if none).
+#[derive(Debug, Default)]
+struct Watched {
+    user_id: String,
+    agent_id: String,
+    company_id: String,
+}
+
+/// The most streamed replies one instance watches at once.
+const WATCHED_MAX: usize = 10_000;
+
 /// Read a conversation's messages up to `upto` for its party here.
 #[derive(Clone, Debug)]
 struct CatchUp {
@@ -148,6 +162,9 @@ pub struct Fanout {
     feed_reads: mpsc::Sender<FeedRead>,
     /// A queue overflowed: check every followed conversation.
     sweep_needed: AtomicBool,
+    /// SQLite: streamed replies handed to sockets or feeds here from the database, by id,
+    /// watched by the poll until they finish (see [`Fanout::watch`]).
+    streams: Mutex<HashMap<String, Watched>>,
     receivers: Mutex<Option<Receivers>>,
 }
 
@@ -162,6 +179,7 @@ impl Default for Fanout {
             notes,
             feed_reads,
             sweep_needed: AtomicBool::new(false),
+            streams: Mutex::new(HashMap::new()),
             receivers: Mutex::new(Some(Receivers {
                 catch_ups: catch_up_rx,
                 notes: note_rx,
@@ -203,6 +221,32 @@ impl Fanout {
         };
         if self.feed_reads.try_send(read).is_err() {
             tracing::debug!("feed read queue full: a message skips the company's live feed");
+        }
+    }
+
+    /// SQLite: a streaming reply read from the database reached a party (`user_id`) or the
+    /// feeds (`company_id`) here. Another process may grow and finish it, and processes
+    /// sharing a file hear of nothing but new rows: the poll reads the watched replies'
+    /// status and hands each finished one to whoever here had it, as it does a new message.
+    fn watch(
+        &self,
+        message: &Message,
+        user_id: Option<&str>,
+        agent_id: &str,
+        company_id: Option<&str>,
+    ) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.len() >= WATCHED_MAX && !streams.contains_key(&message.id) {
+            tracing::debug!("too many streamed replies watched: one shows when read again");
+            return;
+        }
+        let w = streams.entry(message.id.clone()).or_default();
+        w.agent_id = agent_id.to_owned();
+        if let Some(user_id) = user_id {
+            w.user_id = user_id.to_owned();
+        }
+        if let Some(company_id) = company_id {
+            w.company_id = company_id.to_owned();
         }
     }
 
@@ -293,7 +337,11 @@ pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, a
     }
     if finished {
         message_again(state, &ids.user_id, &ids.agent_id, message);
-        message_to_feeds(state, &ids.company_id, &ids.agent_id, message);
+        // On SQLite the poll hands the finished reply to the feeds (this process's too), as
+        // it does every new message.
+        if state.db.backend() == Backend::Postgres {
+            message_to_feeds(state, &ids.company_id, &ids.agent_id, message);
+        }
         let seq = message.seq;
         state.chat.fanout.note(state, Note::Finished { ids, seq });
     }
@@ -438,6 +486,7 @@ async fn run(state: AppState, mut catch_ups: mpsc::Receiver<CatchUp>, stop: Canc
             _ = tick.tick() => {
                 if sqlite {
                     poll_sqlite(&state, &mut rowid).await;
+                    poll_streams(&state).await;
                 } else {
                     state.chat.fanout.sweep_later();
                 }
@@ -492,6 +541,14 @@ async fn read_for_feeds(
             {
                 Ok((messages, _)) => {
                     for message in messages.iter().filter(|m| m.seq == read.seq) {
+                        if message.status == "streaming" && state.db.backend() == Backend::Sqlite {
+                            state.chat.fanout.watch(
+                                message,
+                                None,
+                                &read.agent_id,
+                                Some(&read.company_id),
+                            );
+                        }
                         message_to_feeds(&state, &read.company_id, &read.agent_id, message);
                         if let Some(user_id) = &read.again_for {
                             message_again(&state, user_id, &read.agent_id, message);
@@ -531,11 +588,20 @@ async fn catch_up(state: AppState, job: CatchUp) {
             return;
         };
         let now = state.clock.now_ms();
+        let sqlite = state.db.backend() == Backend::Sqlite;
         for message in &messages {
             match hub.deliver(&job.user_id, &job.agent_id, message) {
-                Delivery::Pushed(_) => state
-                    .metrics
-                    .chat_delivered("database", now - message.created_at),
+                Delivery::Pushed(_) => {
+                    state
+                        .metrics
+                        .chat_delivered("database", now - message.created_at);
+                    if sqlite && message.status == "streaming" {
+                        state
+                            .chat
+                            .fanout
+                            .watch(message, Some(&job.user_id), &job.agent_id, None);
+                    }
+                }
                 Delivery::Repeat => {}
                 Delivery::Gap(_) | Delivery::NoParty => return,
             }
@@ -595,6 +661,44 @@ async fn poll_sqlite(state: &AppState, seen: &mut Option<i64>) {
             }
         }
         Err(e) => tracing::debug!(error = %e, "cannot poll for messages"),
+    }
+}
+
+/// SQLite: hands the watched streamed replies that finished (in any process) to whoever
+/// here had them; forgets those nobody here follows any more.
+async fn poll_streams(state: &AppState) {
+    let fanout = &state.chat.fanout;
+    let ids: Vec<String> = {
+        let mut streams = fanout.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let hub = &state.chat.hub;
+        streams.retain(|_, w| {
+            (!w.user_id.is_empty() && hub.has_party(&w.user_id, &w.agent_id))
+                || (!w.company_id.is_empty() && hub.has_feed(&w.company_id))
+        });
+        streams.keys().take(500).cloned().collect()
+    };
+    if ids.is_empty() {
+        return;
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    match state.db.finished_among(&ids).await {
+        Ok(finished) => {
+            for message in finished {
+                let watched = fanout
+                    .streams
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&message.id);
+                let Some(w) = watched else { continue };
+                if !w.user_id.is_empty() {
+                    message_again(state, &w.user_id, &w.agent_id, &message);
+                }
+                if !w.company_id.is_empty() {
+                    message_to_feeds(state, &w.company_id, &w.agent_id, &message);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot poll streamed replies"),
     }
 }
 

@@ -12,21 +12,10 @@ pub struct MessageText(String);
 
 impl MessageText {
     pub fn parse(field: &str, s: &str) -> Result<Self, String> {
-        let chars = s.chars().count();
-        if chars == 0 || s.trim().is_empty() {
+        if s.trim().is_empty() {
             return Err(format!("{field} must not be empty"));
         }
-        if chars > MAX_TEXT_CHARS {
-            return Err(format!(
-                "{field} must be at most {MAX_TEXT_CHARS} characters"
-            ));
-        }
-        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(format!(
-                "{field} must not contain control characters other than newline and tab"
-            ));
-        }
-        Ok(MessageText(s.to_owned()))
+        Self::chunk(field, s)
     }
 
     /// A piece of a streamed reply (its first text, or a chunk appended to it): as a text,

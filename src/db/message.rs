@@ -298,6 +298,26 @@ impl Db {
         }
     }
 
+    /// SQLite only: those of the messages `ids` that are no longer streaming (finished by
+    /// any process). Empty on PostgreSQL, where instances hear of it by NOTIFY.
+    pub async fn finished_among(&self, ids: &[&str]) -> Result<Vec<Message>> {
+        match &self.pools {
+            Pools::Sqlite { read, .. } if !ids.is_empty() => {
+                let ids = serde_json::to_string(ids).expect("strings serialise");
+                Ok(sqlx::query_as::<_, Message>(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM message WHERE id IN (SELECT value FROM json_each($1)) \
+                     AND status <> 'streaming'"
+                ))
+                .bind(ids)
+                .fetch_all(read)
+                .await?)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// PostgreSQL only: sends `payload` to the listeners of `channel` (outside any
     /// transaction: see `chat::fanout`). Nothing on SQLite.
     pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {

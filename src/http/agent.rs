@@ -311,7 +311,7 @@ pub async fn reply(
             .map(|a| a.name)
             .unwrap_or_default(),
     };
-    let sent = chat::send_with(
+    let sent = chat::send(
         &state,
         &conversation,
         kind,

@@ -326,6 +326,7 @@ pub async fn send_message(
         None,
         &client_message_id,
         &text,
+        false,
     )
     .await?;
     let status = if sent.duplicate {

@@ -628,9 +628,16 @@ impl Live<'_> {
                     let text = required_text("text", fields.get("text"))?;
                     let conversation =
                         known_conversation(&mut self.known, state, &user, conversation_id).await?;
-                    let sent =
-                        chat::send(state, conversation, SenderKind::User, None, &cmid, &text)
-                            .await?;
+                    let sent = chat::send(
+                        state,
+                        conversation,
+                        SenderKind::User,
+                        None,
+                        &cmid,
+                        &text,
+                        false,
+                    )
+                    .await?;
                     Ok(reply(Out::Ack {
                         id,
                         message: sent.message.into(),

@@ -215,3 +215,103 @@ async fn a_streamed_reply_that_stops_growing_fails_with_its_text_so_far() {
     let res = grow(&app, &conversation, &id, json!({"append": "late"})).await;
     assert_error(res, 409, "message_not_streaming", "failed").await;
 }
+
+#[tokio::test]
+async fn a_conversation_handed_to_a_person_waits_for_one_until_an_operator_replies() {
+    let app = spawn_app().await;
+    let (mut socket, conversation) = user_socket(&app, "wants-a-person").await;
+    let path = |action: &str| format!("/rest/v1/agent/conversations/{conversation}/{action}");
+    let post = |action: &'static str| {
+        let path = path(action);
+        let app = &app;
+        async move { agent_send(app, reqwest::Method::POST, &path, json!({})).await }
+    };
+    let waiting = async || {
+        let res = app
+            .client
+            .get(app.url("/rest/v1/agent/conversations?status=waiting_human"))
+            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let page: Value = res.json().await.unwrap();
+        page["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(waiting().await.is_empty());
+
+    let res = post("handoff").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["conversation"]["handler"], "waiting_human");
+    assert_eq!(
+        socket.next().await,
+        json!({"type": "agent_state", "conversationId": conversation, "state": "handoff"})
+    );
+    let said = socket.next().await;
+    assert_eq!(said["type"], "message");
+    assert_eq!(said["message"]["sender"]["kind"], "system");
+    assert!(said["message"]["text"].as_str().unwrap().contains("person"));
+    assert_eq!(waiting().await, vec![conversation.clone()]);
+    // Again: nothing changes, nothing is said twice.
+    let res = post("handoff").await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["conversation"]["handler"],
+        "waiting_human"
+    );
+
+    // The first reply of a person takes it.
+    let res = agent_send(
+        &app,
+        reqwest::Method::POST,
+        &path("messages"),
+        json!({"text": "Hi, I'm Alice.", "senderKind": "operator", "senderName": "Alice"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let reply = socket.next().await;
+    assert_eq!(
+        reply["message"]["sender"],
+        json!({"kind": "operator", "name": "Alice"})
+    );
+    assert_eq!(
+        socket.next().await,
+        json!({"type": "agent_state", "conversationId": conversation, "state": "human"})
+    );
+    assert!(waiting().await.is_empty());
+    // The user's own view says who answers, after a reconnect too.
+    socket.send(json!({"type": "open", "id": "again"})).await;
+    let opened = socket.next().await;
+    assert_eq!(opened["conversation"]["handler"], "human");
+
+    // Given back to the agent.
+    let res = post("release").await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["conversation"]["handler"],
+        "bot"
+    );
+    assert_eq!(
+        socket.next().await,
+        json!({"type": "agent_state", "conversationId": conversation, "state": "bot"})
+    );
+
+    // A closed conversation cannot be handed over; another company's is not there.
+    let res = post("close").await;
+    assert_eq!(res.status(), 200);
+    let res = post("handoff").await;
+    assert_error(res, 409, "conversation_closed", "closed").await;
+    let other = app.add_tenant("co_other", "agt_other").await;
+    let res = app
+        .client
+        .post(app.url(&path("release")))
+        .basic_auth(&other.key_id, Some(&other.key_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found", "no such conversation").await;
+}

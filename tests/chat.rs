@@ -525,7 +525,13 @@ async fn bad_chat_input_gets_errors_that_name_the_problem() {
         .unwrap();
     assert_error(res, 401, "token_invalid", "Bearer").await;
     let res = agent_get(&app, "/rest/v1/agent/conversations?status=maybe").await;
-    assert_error(res, 400, "invalid_request", "status must be open or closed").await;
+    assert_error(
+        res,
+        400,
+        "invalid_request",
+        "status must be open, closed or waiting_human",
+    )
+    .await;
     let res = app
         .client
         .get(app.url("/rest/v1/agent/conversations"))

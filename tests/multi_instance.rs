@@ -496,7 +496,7 @@ async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_or
 /// A reply streamed through one instance reaches a socket on the other: chunk by chunk on
 /// PostgreSQL (announced by NOTIFY), whole once finished on a SQLite file shared by
 /// processes (which hear of nothing but new rows, so the poll watches the reply's status);
-/// the company's feed gets the finished reply.
+/// the company's feed gets the finished reply; a handoff's agent state and message follow.
 #[tokio::test]
 async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
     use common::ChatClient;
@@ -577,4 +577,26 @@ async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
         statuses.push(data["message"]["status"].as_str().unwrap().to_owned());
     }
     assert_eq!(statuses, ["streaming", "complete"]);
+
+    // A handoff announced on A: its agent state reaches B's socket on PostgreSQL (by NOTIFY
+    // only, as typing), its system message on both.
+    let res = basic(pair.client.post(pair.a.url(&format!(
+        "/rest/v1/agent/conversations/{conversation}/handoff"
+    ))))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut seen = Vec::new();
+    while !seen.contains(&"message".to_owned())
+        || (db.is_postgres() && !seen.contains(&"agent_state".to_owned()))
+    {
+        let frame = on_b.next().await;
+        if frame["type"] == "agent_state" {
+            assert_eq!(frame["state"], "handoff");
+        } else {
+            assert_eq!(frame["message"]["sender"]["kind"], "system", "{frame}");
+        }
+        seen.push(frame["type"].as_str().unwrap().to_owned());
+    }
 }

@@ -4,8 +4,8 @@ use super::rules::{ClientMessageId, MessageText, SenderKind};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
 use crate::db::{
-    AuditEvent, Conversation, ConversationQuery, Entity, Growth, Message, NewMessage, Side,
-    StoreError, Window,
+    AuditEvent, Conversation, ConversationQuery, Entity, Growth, Handler, Message, NewMessage,
+    Side, StoreError, Window,
 };
 use crate::error::{Error, Result};
 use crate::token::Caller;
@@ -187,6 +187,12 @@ pub async fn send(
                 // Committed: every socket of the user hears of it, here and on the other
                 // instances (the sender's own too, after its ack).
                 super::fanout::committed(state, conversation, &message);
+                if sender == SenderKind::Operator
+                    && let Err(e) = taken_by_person(state, conversation).await
+                {
+                    // Stored and delivered: the handler follows at the next reply.
+                    tracing::warn!(error = %e, "cannot hand the conversation to the person");
+                }
             }
             Ok(Sent { message, duplicate })
         }
@@ -323,6 +329,104 @@ pub async fn close(
         .await?;
     }
     Ok(closed)
+}
+
+/// What the user reads when their conversation is handed to a person.
+const HANDOFF_TEXT: &str = "You're being connected to a person, who will reply here.";
+
+/// Hands an open conversation to a person: it waits for one (`waiting_human`, which the
+/// company lists), and the user's sockets show it (`agent_state` `handoff`, and a `system`
+/// message saying so). One already with a person, or waiting for one, stays as it is.
+pub async fn hand_off(
+    state: &AppState,
+    caller: &Caller,
+    conversation: &Conversation,
+) -> Result<Conversation> {
+    let now = state.clock.now_ms();
+    let handed = state
+        .db
+        .hand_conversation(
+            &conversation.id,
+            [Handler::Bot, Handler::Bot],
+            Handler::WaitingHuman,
+            now,
+        )
+        .await?;
+    let Some(handed) = handed else {
+        return still_open(state, conversation).await;
+    };
+    super::fanout::agent_state(state, &handed, "handoff");
+    let text = MessageText::parse("text", HANDOFF_TEXT).expect("a valid text");
+    let id = ClientMessageId::generate();
+    send(state, &handed, SenderKind::System, None, &id, &text, false).await?;
+    audit(
+        state,
+        "conversation.handed_off",
+        &handed,
+        Some(&caller.key_id),
+        now,
+    )
+    .await?;
+    Ok(handed)
+}
+
+/// Gives a conversation back to its agent from a person (or from waiting for one): the
+/// user's sockets get `agent_state` `bot`. One with its agent stays as it is.
+pub async fn release(
+    state: &AppState,
+    caller: &Caller,
+    conversation: &Conversation,
+) -> Result<Conversation> {
+    let now = state.clock.now_ms();
+    let released = state
+        .db
+        .hand_conversation(
+            &conversation.id,
+            [Handler::WaitingHuman, Handler::Human],
+            Handler::Bot,
+            now,
+        )
+        .await?;
+    let Some(released) = released else {
+        return still_open(state, conversation).await;
+    };
+    super::fanout::agent_state(state, &released, "bot");
+    audit(
+        state,
+        "conversation.released",
+        &released,
+        Some(&caller.key_id),
+        now,
+    )
+    .await?;
+    Ok(released)
+}
+
+/// A person's first reply takes the conversation (`human`): the user's sockets get
+/// `agent_state` `human`.
+async fn taken_by_person(state: &AppState, conversation: &Conversation) -> Result<()> {
+    let taken = state
+        .db
+        .hand_conversation(
+            &conversation.id,
+            [Handler::Bot, Handler::WaitingHuman],
+            Handler::Human,
+            state.clock.now_ms(),
+        )
+        .await?;
+    if let Some(taken) = taken {
+        super::fanout::agent_state(state, &taken, "human");
+    }
+    Ok(())
+}
+
+/// The conversation as it is now, if it is still open.
+async fn still_open(state: &AppState, conversation: &Conversation) -> Result<Conversation> {
+    match state.db.find_conversation(&conversation.id).await? {
+        Some(c) if c.is_open() => Ok(c),
+        Some(_) => Err(Error::ConversationClosed),
+        None => Err(no_such_conversation()),
+    }
 }
 
 /// Records what happened to a conversation in the audit trail (its id in `detail`).

@@ -6,7 +6,8 @@
 //! - PostgreSQL: one task sends, after the commits, a NOTIFY on [`CHANNEL`] carrying a batch
 //!   of lines `m <conversation> <user> <agent> <company> <seq>` (ids, never a message: a
 //!   payload stops at 8 000 bytes; `c <ids>` for a conversation closed, `t <ids> start|stop`
-//!   for the agent typing, `u <ids> start|stop` for the user typing, `d <ids> <seq> <message>
+//!   for the agent typing, `u <ids> start|stop` for the user typing, `a <ids> <state>` for
+//!   what the agent's side is doing (a handoff), `d <ids> <seq> <message>
 //!   <text>` for a chunk of a streamed reply (the chunk itself, a JSON string, in pieces that
 //!   fit), `f <ids> <seq>` for a streamed reply finished, which the others read again). It is not sent inside
 //!   the message's transaction, where PostgreSQL
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Delivery, Push};
-use super::rules::{typing_of, typing_word};
+use super::rules::{agent_state_of, typing_of, typing_word};
 use crate::app::AppState;
 use crate::db::{Backend, Conversation, Message, Window};
 
@@ -74,6 +75,11 @@ enum Note {
     Typing {
         ids: Ids,
         typing: bool,
+    },
+    /// What the agent's side is doing, for the user's sockets.
+    AgentState {
+        ids: Ids,
+        state: &'static str,
     },
     /// The user typing, for the company's feeds.
     UserTyping {
@@ -419,6 +425,25 @@ pub fn typing(state: &AppState, conversation: &Conversation, typing: bool) {
     let ids = Ids::from(conversation);
     push_typing(state, &ids, typing);
     state.chat.fanout.note(state, Note::Typing { ids, typing });
+}
+
+/// The agent's side changed what it is doing (see `rules::AGENT_STATES`): tell the user's
+/// sockets, here and elsewhere.
+pub fn agent_state(state: &AppState, conversation: &Conversation, word: &'static str) {
+    let ids = Ids::from(conversation);
+    push_agent_state(state, &ids, word);
+    state
+        .chat
+        .fanout
+        .note(state, Note::AgentState { ids, state: word });
+}
+
+fn push_agent_state(state: &AppState, ids: &Ids, word: &'static str) {
+    let push = Arc::new(Push::AgentState {
+        conversation_id: ids.conversation_id.clone(),
+        state: word,
+    });
+    state.chat.hub.to_party(&ids.user_id, &ids.agent_id, &push);
 }
 
 fn push_typing(state: &AppState, ids: &Ids, typing: bool) {
@@ -769,6 +794,7 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
             Note::Closed { ids } => format!("c {ids}"),
             Note::Typing { ids, typing } => format!("t {ids} {}", typing_word(typing)),
             Note::UserTyping { ids, typing } => format!("u {ids} {}", typing_word(typing)),
+            Note::AgentState { ids, state } => format!("a {ids} {state}"),
         };
         if !current.is_empty() && current.len() + 1 + line.len() > PAYLOAD_MAX {
             out.push(std::mem::take(&mut current));
@@ -861,6 +887,9 @@ fn heard(state: &AppState, payload: &str) {
             }
             ("u", [word]) if let Some(typing) = typing_of(Some(word)) => {
                 push_user_typing(state, &ids, typing)
+            }
+            ("a", [word]) if let Some(word) = agent_state_of(word) => {
+                push_agent_state(state, &ids, word)
             }
             _ => tracing::debug!("unreadable chat notification line"),
         }

@@ -41,6 +41,11 @@ pub enum Push {
         conversation_id: String,
         typing: bool,
     },
+    /// What the agent's side is doing (`handoff`, `human`, `bot`, …), for the user's sockets.
+    AgentState {
+        conversation_id: String,
+        state: &'static str,
+    },
     /// The user started or stopped typing (for the company's feed).
     UserTyping {
         conversation_id: String,

@@ -18,6 +18,6 @@ pub struct ChatState {
 
 pub use conversation::{
     ChatUser, Finish, Sent, agent_typing, close, company_conversation, fail_idle_streams, grow,
-    history, list_for_company, list_for_user, mark_read, open, send, user_conversation,
-    user_typing,
+    hand_off, history, list_for_company, list_for_user, mark_read, open, release, send,
+    user_conversation, user_typing,
 };

@@ -102,6 +102,15 @@ pub fn typing_of(word: Option<&str>) -> Option<bool> {
     }
 }
 
+/// What an `agent_state` frame says the agent's side is doing: `handoff` (handed to a
+/// person, waiting for one), `human` (a person answers), `bot` (the agent answers again).
+pub const AGENT_STATES: [&str; 3] = ["handoff", "human", "bot"];
+
+/// The state word as the protocol has it, for one read from elsewhere (a notification).
+pub fn agent_state_of(word: &str) -> Option<&'static str> {
+    AGENT_STATES.into_iter().find(|s| *s == word)
+}
+
 /// The error for a typing state that is neither.
 pub const TYPING_STATES: &str = "state must be \"start\" or \"stop\"";
 

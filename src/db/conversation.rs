@@ -11,6 +11,8 @@ pub struct Conversation {
     pub user_id: String,
     /// `open` or `closed`.
     pub status: String,
+    /// `bot`, `waiting_human` or `human` (see [`Handler`]).
+    pub handler: String,
     pub last_seq: i64,
     pub user_read_seq: i64,
     pub agent_read_seq: i64,
@@ -27,14 +29,43 @@ impl Conversation {
 
 const OPEN: &str = "open";
 
+macro_rules! conversation_columns {
+    () => {
+        "id, company_id, agent_id, user_id, status, handler, last_seq, user_read_seq, \
+         agent_read_seq, created_at, updated_at, closed_at"
+    };
+}
+
 macro_rules! conversation_select {
     ($rest:literal) => {
         concat!(
-            "SELECT id, company_id, agent_id, user_id, status, last_seq, user_read_seq, \
-             agent_read_seq, created_at, updated_at, closed_at FROM conversation ",
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversation ",
             $rest
         )
     };
+}
+
+/// Who answers a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handler {
+    /// Its agent: the company's backend, its bot or an LLM.
+    Bot,
+    /// Handed to a person, none of whom has answered yet.
+    WaitingHuman,
+    /// A person.
+    Human,
+}
+
+impl Handler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handler::Bot => "bot",
+            Handler::WaitingHuman => "waiting_human",
+            Handler::Human => "human",
+        }
+    }
 }
 
 /// Which side of a conversation read up to a seq.
@@ -51,6 +82,7 @@ pub struct ConversationQuery<'a> {
     pub company_id: &'a str,
     pub agent_id: Option<&'a str>,
     pub status: Option<&'a str>,
+    pub handler: Option<Handler>,
     pub updated_since: Option<i64>,
     pub after: Option<(i64, &'a str)>,
     pub limit: i64,
@@ -68,13 +100,12 @@ impl Db {
         now_ms: i64,
     ) -> Result<(Conversation, bool)> {
         let inserted = transaction!(self, |tx| {
-            sqlx::query_as::<_, Conversation>(
+            sqlx::query_as::<_, Conversation>(concat!(
                 "INSERT INTO conversation (id, company_id, agent_id, user_id, status, created_at, \
                  updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $5) \
-                 ON CONFLICT (user_id, agent_id) WHERE status = 'open' DO NOTHING \
-                 RETURNING id, company_id, agent_id, user_id, status, last_seq, user_read_seq, \
-                 agent_read_seq, created_at, updated_at, closed_at",
-            )
+                 ON CONFLICT (user_id, agent_id) WHERE status = 'open' DO NOTHING RETURNING ",
+                conversation_columns!()
+            ))
             .bind(new_id)
             .bind(company_id)
             .bind(agent_id)
@@ -187,6 +218,7 @@ impl Db {
                 "WHERE company_id = $1 AND ($2 IS NULL OR agent_id = $2) \
                  AND ($3 IS NULL OR status = $3) AND updated_at >= $4 \
                  AND (updated_at > $5 OR (updated_at = $5 AND id > $6)) \
+                 AND ($8 IS NULL OR handler = $8) \
                  ORDER BY updated_at, id LIMIT $7"
             ))
             .bind(q.company_id)
@@ -196,6 +228,7 @@ impl Db {
             .bind(after_at)
             .bind(after_id)
             .bind(q.limit)
+            .bind(q.handler.map(Handler::as_str))
             .fetch_all(pool)
             .await
         })?)
@@ -204,14 +237,40 @@ impl Db {
     /// Closes a conversation; closing a closed one changes nothing. None: no such id.
     pub async fn close_conversation(&self, id: &str, now_ms: i64) -> Result<Option<Conversation>> {
         transaction!(self, |tx| {
-            sqlx::query_as::<_, Conversation>(
+            sqlx::query_as::<_, Conversation>(concat!(
                 "UPDATE conversation SET status = 'closed', closed_at = COALESCE(closed_at, $2), \
                  updated_at = CASE WHEN status = 'open' THEN $2 ELSE updated_at END \
-                 WHERE id = $1 RETURNING id, company_id, agent_id, user_id, status, last_seq, \
-                 user_read_seq, agent_read_seq, created_at, updated_at, closed_at",
-            )
+                 WHERE id = $1 RETURNING ",
+                conversation_columns!()
+            ))
             .bind(id)
             .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?
+        })
+    }
+
+    /// Moves an open conversation to `to` from either handler of `from`, and returns it;
+    /// None when it is closed, missing, or with neither (nothing changed).
+    pub async fn hand_conversation(
+        &self,
+        id: &str,
+        from: [Handler; 2],
+        to: Handler,
+        now_ms: i64,
+    ) -> Result<Option<Conversation>> {
+        transaction!(self, |tx| {
+            sqlx::query_as::<_, Conversation>(concat!(
+                "UPDATE conversation SET handler = $2, updated_at = $3 \
+                 WHERE id = $1 AND status = 'open' \
+                   AND handler IN ($4, $5) RETURNING ",
+                conversation_columns!()
+            ))
+            .bind(id)
+            .bind(to.as_str())
+            .bind(now_ms)
+            .bind(from[0].as_str())
+            .bind(from[1].as_str())
             .fetch_optional(&mut *tx)
             .await?
         })

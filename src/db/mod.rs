@@ -105,7 +105,7 @@ pub use api_key::{ApiKey, KeyPolicy};
 pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
-pub use conversation::{Conversation, ConversationQuery, Side};
+pub use conversation::{Conversation, ConversationQuery, Handler, Side};
 pub use message::{Growth, Message, NewMessage, Window};
 pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};

@@ -31,7 +31,7 @@ use crate::auth::Scope;
 use crate::chat;
 use crate::chat::hub::{Control, Push};
 use crate::chat::rules::{self, ClientMessageId, SenderKind};
-use crate::db::ConversationQuery;
+use crate::db::{ConversationQuery, Handler};
 use crate::error::{Error, Result};
 use crate::token::{self, Caller};
 
@@ -155,7 +155,7 @@ pub struct TypingRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ClosedResponse {
+pub struct ConversationResponse {
     pub conversation: ConversationBody,
 }
 
@@ -173,7 +173,7 @@ fn chat_caller(
 #[utoipa::path(get, path = "/rest/v1/agent/conversations", tag = "chat", security(("keyPair" = [])),
     params(
         ("agentId" = Option<String>, Query, description = "Only this agent's"),
-        ("status" = Option<String>, Query, pattern = "^(open|closed)$", description = "open or closed"),
+        ("status" = Option<String>, Query, pattern = "^(open|closed|waiting_human)$", description = "open, closed, or waiting_human: open and handed to a person none of whom has answered yet"),
         ("updatedSince" = Option<i64>, Query, minimum = 0, description = "Only conversations changed at or after this time (unix milliseconds)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Conversations per page (default 50)"),
         ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,18}\\.[A-Za-z0-9_]+$", description = "The nextCursor of the previous page"),
@@ -193,10 +193,16 @@ pub async fn list_conversations(
         query.as_deref(),
         &["agentId", "status", "updatedSince", "limit", "cursor"],
     )?;
-    let status = q.get("status");
-    if status.is_some_and(|s| s != "open" && s != "closed") {
-        return Err(Error::invalid("status must be open or closed"));
-    }
+    let (status, handler) = match q.get("status") {
+        None => (None, None),
+        Some(s @ ("open" | "closed")) => (Some(s), None),
+        Some("waiting_human") => (Some("open"), Some(Handler::WaitingHuman)),
+        Some(_) => {
+            return Err(Error::invalid(
+                "status must be open, closed or waiting_human",
+            ));
+        }
+    };
     let limit = q.limit("limit", 50, 200)?;
     let page = chat::list_for_company(
         &state,
@@ -204,6 +210,7 @@ pub async fn list_conversations(
             company_id: &caller.company_id,
             agent_id: q.get("agentId"),
             status,
+            handler,
             updated_since: q.integer("updatedSince", 0)?,
             after: cursor(q.get("cursor"))?,
             limit,
@@ -391,7 +398,7 @@ fn chunk(field: &str, value: Option<&Value>) -> Result<rules::MessageText> {
 #[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/close", tag = "chat", security(("keyPair" = [])),
     params(("id" = String, Path)),
     responses(
-        (status = 200, description = "Closed (closing a closed one changes nothing)", body = ClosedResponse),
+        (status = 200, description = "Closed (closing a closed one changes nothing)", body = ConversationResponse),
         KeyEndpointErrors,
         (status = 404, description = "No such conversation in your company", body = ErrorBody),
     ))]
@@ -400,12 +407,62 @@ pub async fn close_conversation(
     info: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<ClosedResponse>> {
+) -> Result<Json<ConversationResponse>> {
     let caller = chat_caller(&state, &headers, &info)?;
     let conversation = chat::company_conversation(&state, &caller, &id).await?;
     let closed = chat::close(&state, &caller, &conversation).await?;
-    Ok(Json(ClosedResponse {
+    Ok(Json(ConversationResponse {
         conversation: closed.into(),
+    }))
+}
+
+/// Hand a conversation to a person: it waits for one (listed with
+/// `status=waiting_human`) until an operator's first reply takes it (`handler` `human`).
+/// The user sees `agent_state` `handoff` and a `system` message saying so. A conversation
+/// already with a person, or waiting for one, stays as it is.
+#[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/handoff", tag = "chat", security(("keyPair" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Handed to a person (or already with one, or waiting)", body = ConversationResponse),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company", body = ErrorBody),
+        (status = 409, description = "`conversation_closed`", body = ErrorBody),
+    ))]
+pub async fn hand_off(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationResponse>> {
+    let caller = chat_caller(&state, &headers, &info)?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    let handed = chat::hand_off(&state, &caller, &conversation).await?;
+    Ok(Json(ConversationResponse {
+        conversation: handed.into(),
+    }))
+}
+
+/// Give a conversation back to its agent, from a person or from waiting for one. The user
+/// sees `agent_state` `bot`. One with its agent stays as it is.
+#[utoipa::path(post, path = "/rest/v1/agent/conversations/{id}/release", tag = "chat", security(("keyPair" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "With its agent again (or already)", body = ConversationResponse),
+        KeyEndpointErrors,
+        (status = 404, description = "No such conversation in your company", body = ErrorBody),
+        (status = 409, description = "`conversation_closed`", body = ErrorBody),
+    ))]
+pub async fn release(
+    State(state): State<AppState>,
+    info: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationResponse>> {
+    let caller = chat_caller(&state, &headers, &info)?;
+    let conversation = chat::company_conversation(&state, &caller, &id).await?;
+    let released = chat::release(&state, &caller, &conversation).await?;
+    Ok(Json(ConversationResponse {
+        conversation: released.into(),
     }))
 }
 
@@ -522,7 +579,7 @@ fn event_of(push: &Push) -> Option<Event> {
         ),
         // The agent's own typing and chunks go to the user only (the company sees the
         // finished reply).
-        Push::Typing { .. } | Push::Delta { .. } => return None,
+        Push::Typing { .. } | Push::Delta { .. } | Push::AgentState { .. } => return None,
     };
     Some(Event::default().event(name).data(data.to_string()))
 }

@@ -31,6 +31,9 @@ pub struct ConversationBody {
     pub user_id: String,
     /// `open` or `closed`.
     pub status: String,
+    /// Who answers it: `bot` (its agent: the company's backend, bot or LLM),
+    /// `waiting_human` (handed to a person, none of whom has answered yet) or `human`.
+    pub handler: String,
     /// The seq of its newest message (0: none yet).
     pub last_seq: i64,
     /// RFC 3339.
@@ -46,6 +49,7 @@ impl From<Conversation> for ConversationBody {
             agent_id: c.agent_id,
             user_id: c.user_id,
             status: c.status,
+            handler: c.handler,
             last_seq: c.last_seq,
             created_at: rfc3339_ms(c.created_at),
             updated_at: rfc3339_ms(c.updated_at),

@@ -65,6 +65,14 @@ pub fn router(state: AppState) -> Router {
             post(agent::close_conversation),
         )
         .route(
+            "/rest/v1/agent/conversations/{id}/handoff",
+            post(agent::hand_off),
+        )
+        .route(
+            "/rest/v1/agent/conversations/{id}/release",
+            post(agent::release),
+        )
+        .route(
             "/rest/v1/agent/conversations/{id}/typing",
             post(agent::typing),
         )

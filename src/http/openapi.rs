@@ -37,6 +37,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::agent::reply,
         super::agent::grow_message,
         super::agent::close_conversation,
+        super::agent::hand_off,
+        super::agent::release,
         super::agent::typing,
         super::agent::events,
         super::ops::healthz,

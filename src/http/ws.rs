@@ -150,6 +150,11 @@ enum Out<'a> {
         conversation_id: &'a str,
         state: &'a str,
     },
+    AgentState {
+        #[serde(rename = "conversationId")]
+        conversation_id: &'a str,
+        state: &'a str,
+    },
     Expiring {
         #[serde(rename = "expiresAt")]
         expires_at: String,
@@ -593,6 +598,13 @@ impl Live<'_> {
             } => Out::Typing {
                 conversation_id,
                 state: rules::typing_word(*typing),
+            },
+            Push::AgentState {
+                conversation_id,
+                state,
+            } => Out::AgentState {
+                conversation_id,
+                state,
             },
             // The company's feed's, never queued to a user's socket.
             Push::UserTyping { .. } => return true,

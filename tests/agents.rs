@@ -300,6 +300,40 @@ async fn a_conversation_handed_to_a_person_waits_for_one_until_an_operator_repli
         json!({"type": "agent_state", "conversationId": conversation, "state": "bot"})
     );
 
+    // Each move is in the audit trail, in order.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let moves = loop {
+        let res = app
+            .client
+            .get(app.url("/rest/v1/audit?limit=1000"))
+            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+            .send()
+            .await
+            .unwrap();
+        let page: Value = res.json().await.unwrap();
+        let mut moves: Vec<String> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["detail"] == conversation.as_str())
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .filter(|k| k != "conversation.opened")
+            .collect();
+        moves.sort();
+        if moves.len() >= 3 || std::time::Instant::now() > deadline {
+            break moves;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        moves,
+        [
+            "conversation.handed_off",
+            "conversation.released",
+            "conversation.taken"
+        ]
+    );
+
     // A closed conversation cannot be handed over; another company's is not there.
     let res = post("close").await;
     assert_eq!(res.status(), 200);

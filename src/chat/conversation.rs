@@ -342,32 +342,20 @@ pub async fn hand_off(
     caller: &Caller,
     conversation: &Conversation,
 ) -> Result<Conversation> {
-    let now = state.clock.now_ms();
-    let handed = state
-        .db
-        .hand_conversation(
-            &conversation.id,
-            [Handler::Bot, Handler::Bot],
-            Handler::WaitingHuman,
-            now,
-        )
-        .await?;
-    let Some(handed) = handed else {
-        return still_open(state, conversation).await;
-    };
-    super::fanout::agent_state(state, &handed, "handoff");
-    let text = MessageText::parse("text", HANDOFF_TEXT).expect("a valid text");
-    let id = ClientMessageId::generate();
-    send(state, &handed, SenderKind::System, None, &id, &text, false).await?;
-    audit(
+    let handed = hand(
         state,
-        "conversation.handed_off",
-        &handed,
         Some(&caller.key_id),
-        now,
+        conversation,
+        [Handler::Bot, Handler::Bot],
+        Handler::WaitingHuman,
     )
     .await?;
-    Ok(handed)
+    if let Some(handed) = &handed {
+        let text = MessageText::parse("text", HANDOFF_TEXT).expect("a valid text");
+        let id = ClientMessageId::generate();
+        send(state, handed, SenderKind::System, None, &id, &text, false).await?;
+    }
+    still_open(state, conversation, handed).await
 }
 
 /// Gives a conversation back to its agent from a person (or from waiting for one): the
@@ -377,51 +365,61 @@ pub async fn release(
     caller: &Caller,
     conversation: &Conversation,
 ) -> Result<Conversation> {
-    let now = state.clock.now_ms();
-    let released = state
-        .db
-        .hand_conversation(
-            &conversation.id,
-            [Handler::WaitingHuman, Handler::Human],
-            Handler::Bot,
-            now,
-        )
-        .await?;
-    let Some(released) = released else {
-        return still_open(state, conversation).await;
-    };
-    super::fanout::agent_state(state, &released, "bot");
-    audit(
+    let released = hand(
         state,
-        "conversation.released",
-        &released,
         Some(&caller.key_id),
-        now,
+        conversation,
+        [Handler::WaitingHuman, Handler::Human],
+        Handler::Bot,
     )
     .await?;
-    Ok(released)
+    still_open(state, conversation, released).await
+}
+
+/// Moves a conversation from either handler of `from` to `to`; if it moved, tells the
+/// user's sockets (`agent_state`) and the audit trail, and returns it.
+async fn hand(
+    state: &AppState,
+    key_id: Option<&str>,
+    conversation: &Conversation,
+    from: [Handler; 2],
+    to: Handler,
+) -> Result<Option<Conversation>> {
+    let now = state.clock.now_ms();
+    let Some(moved) = state
+        .db
+        .hand_conversation(&conversation.id, from, to, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (word, kind) = match to {
+        Handler::WaitingHuman => ("handoff", "conversation.handed_off"),
+        Handler::Human => ("human", "conversation.taken"),
+        Handler::Bot => ("bot", "conversation.released"),
+    };
+    super::fanout::agent_state(state, &moved, word);
+    audit(state, kind, &moved, key_id, now).await?;
+    Ok(Some(moved))
 }
 
 /// A person's first reply takes the conversation (`human`): the user's sockets get
 /// `agent_state` `human`.
 async fn taken_by_person(state: &AppState, conversation: &Conversation) -> Result<()> {
-    let taken = state
-        .db
-        .hand_conversation(
-            &conversation.id,
-            [Handler::Bot, Handler::WaitingHuman],
-            Handler::Human,
-            state.clock.now_ms(),
-        )
-        .await?;
-    if let Some(taken) = taken {
-        super::fanout::agent_state(state, &taken, "human");
-    }
+    let from = [Handler::Bot, Handler::WaitingHuman];
+    hand(state, None, conversation, from, Handler::Human).await?;
     Ok(())
 }
 
-/// The conversation as it is now, if it is still open.
-async fn still_open(state: &AppState, conversation: &Conversation) -> Result<Conversation> {
+/// The conversation as a move left it, or, when nothing moved, as it is now if still open.
+async fn still_open(
+    state: &AppState,
+    conversation: &Conversation,
+    moved: Option<Conversation>,
+) -> Result<Conversation> {
+    if let Some(moved) = moved {
+        return Ok(moved);
+    }
     match state.db.find_conversation(&conversation.id).await? {
         Some(c) if c.is_open() => Ok(c),
         Some(_) => Err(Error::ConversationClosed),

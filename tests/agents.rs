@@ -80,6 +80,13 @@ async fn a_streamed_reply_reaches_the_user_in_deltas_then_whole() {
         );
     }
 
+    // Neither field: nothing changes, nothing is pushed (it only keeps the reply alive).
+    let res = grow(&app, &conversation, &id, json!({})).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["message"]["text"],
+        "Hello\n world"
+    );
+
     // A socket that connects mid-reply sees the text so far.
     let (mut late, _) = user_socket(&app, "streamed-to").await;
     late.send(json!({"type": "history", "conversationId": conversation, "id": "h"}))
@@ -134,7 +141,6 @@ async fn bad_chunks_and_unknown_replies_get_errors_that_name_the_problem() {
         .unwrap()
         .to_owned();
     for (body, says) in [
-        (json!({}), "append or status is required"),
         (json!({"append": 5}), "append must be a string"),
         (json!({"append": "a\u{7}"}), "control characters"),
         (
@@ -194,16 +200,19 @@ async fn a_streamed_reply_that_stops_growing_fails_with_its_text_so_far() {
         .unwrap()
         .to_owned();
     assert_eq!(socket.next().await["message"]["status"], "streaming");
-    let res = grow(&app, &conversation, &id, json!({"append": " that"})).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(socket.next().await["type"], "delta");
-
-    // Idle for less than the timeout: still streaming after the job's next runs.
-    app.advance_clock(Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let res = grow(&app, &conversation, &id, json!({"append": " for you"})).await;
-    assert_eq!(res.status(), 200, "a chunk within the timeout is taken");
-    assert_eq!(socket.next().await["type"], "delta");
+    // Each call within the timeout keeps it alive: a chunk, or a call with neither field.
+    let idle = async |body: Value| {
+        app.advance_clock(Duration::from_secs(20)).await;
+        // The job runs every second: let it run on the moved clock.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let res = grow(&app, &conversation, &id, body).await;
+        assert_eq!(res.status(), 200, "within the timeout");
+    };
+    idle(json!({"append": " that"})).await;
+    assert_eq!(socket.next().await["text"], " that");
+    idle(json!({})).await;
+    idle(json!({"append": " for you"})).await;
+    assert_eq!(socket.next().await["text"], " for you");
 
     // Past it: the server's periodic job ends the reply, and the user hears of it.
     app.advance_clock(Duration::from_secs(31)).await;

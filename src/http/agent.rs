@@ -55,7 +55,7 @@ pub struct ReplyRequest {
 pub struct GrowRequest {
     /// Text to add to the reply: up to 4000 characters in all, no control characters other
     /// than newline and tab; it may be blank. Reaches the user's sockets as a `delta` frame.
-    #[schema(value_type = Option<String>, max_length = 4000)]
+    #[schema(value_type = Option<String>, max_length = 4000, pattern = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$")]
     append: Option<Value>,
     /// `complete` to finish the reply (after `append`, if both are given), `failed` to give
     /// it up with the text it has; absent while it goes on. The user's sockets get the
@@ -66,7 +66,8 @@ pub struct GrowRequest {
 
 /// Characters other than controls (newline and tab allowed in a text), one of them not blank.
 const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
-/// Characters other than controls (newline and tab allowed), perhaps none.
+/// Characters other than controls (newline and tab allowed), perhaps none (also written out
+/// in `GrowRequest`'s schema attribute, which takes a literal only).
 const CHUNK_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
 const NAME_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
@@ -343,8 +344,8 @@ pub async fn reply(
 
 /// Add a chunk to a streamed reply (`append`), and finish it (`status`). Each chunk reaches
 /// the user's sockets as a `delta` frame, the finished reply as a `message` frame. A reply
-/// that does not grow for the server's `--stream-timeout` is finished as `failed` with the
-/// text it has.
+/// that gets no call here for the server's `--stream-timeout` is finished as `failed` with
+/// the text it has; a call with neither field only keeps it alive.
 #[utoipa::path(patch, path = "/rest/v1/agent/conversations/{id}/messages/{messageId}", tag = "chat", security(("keyPair" = [])),
     params(("id" = String, Path), ("messageId" = String, Path)),
     request_body = GrowRequest,
@@ -371,9 +372,6 @@ pub async fn grow_message(
         Some(Value::String(s)) if s == "failed" => Some(chat::Finish::Failed),
         Some(_) => return Err(Error::invalid("status must be complete or failed")),
     };
-    if append.is_none() && finish.is_none() {
-        return Err(Error::invalid("append or status is required"));
-    }
     let caller = chat_caller(&state, &headers, &info)?;
     let conversation = chat::company_conversation(&state, &caller, &id).await?;
     let append = append.unwrap_or_else(|| rules::MessageText::chunk("append", "").expect("empty"));

@@ -187,7 +187,10 @@ pub async fn send(
                 // Committed: every socket of the user hears of it, here and on the other
                 // instances (the sender's own too, after its ack).
                 super::fanout::committed(state, conversation, &message);
+                // A person's reply takes the conversation, unless it is theirs already (the
+                // caller read it for this request: no write for the common case).
                 if sender == SenderKind::Operator
+                    && conversation.handler != Handler::Human.as_str()
                     && let Err(e) = taken_by_person(state, conversation).await
                 {
                     // Stored and delivered: the handler follows at the next reply.

@@ -89,7 +89,7 @@ enum Note {
 }
 
 /// Whose conversation a note is about.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Ids {
     conversation_id: String,
     user_id: String,
@@ -333,7 +333,7 @@ pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, a
             state.chat.fanout.note(
                 state,
                 Note::Delta {
-                    ids: Ids::from(conversation),
+                    ids: ids.clone(),
                     seq: message.seq,
                     message_id: message.id.clone(),
                     text: text.to_owned(),

@@ -31,7 +31,7 @@ use crate::auth::Scope;
 use crate::chat;
 use crate::chat::hub::{Control, Push};
 use crate::chat::rules::{self, ClientMessageId, SenderKind};
-use crate::db::{ConversationQuery, Handler};
+use crate::db::{Conversation, ConversationQuery, Handler};
 use crate::error::{Error, Result};
 use crate::token::{self, Caller};
 
@@ -406,12 +406,7 @@ pub async fn close_conversation(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationResponse>> {
-    let caller = chat_caller(&state, &headers, &info)?;
-    let conversation = chat::company_conversation(&state, &caller, &id).await?;
-    let closed = chat::close(&state, &caller, &conversation).await?;
-    Ok(Json(ConversationResponse {
-        conversation: closed.into(),
-    }))
+    act_on_conversation(&state, &info, &headers, &id, chat::close).await
 }
 
 /// Hand a conversation to a person: it waits for one (listed with
@@ -432,12 +427,7 @@ pub async fn hand_off(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationResponse>> {
-    let caller = chat_caller(&state, &headers, &info)?;
-    let conversation = chat::company_conversation(&state, &caller, &id).await?;
-    let handed = chat::hand_off(&state, &caller, &conversation).await?;
-    Ok(Json(ConversationResponse {
-        conversation: handed.into(),
-    }))
+    act_on_conversation(&state, &info, &headers, &id, chat::hand_off).await
 }
 
 /// Give a conversation back to its agent, from a person or from waiting for one. The user
@@ -456,11 +446,22 @@ pub async fn release(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationResponse>> {
-    let caller = chat_caller(&state, &headers, &info)?;
-    let conversation = chat::company_conversation(&state, &caller, &id).await?;
-    let released = chat::release(&state, &caller, &conversation).await?;
+    act_on_conversation(&state, &info, &headers, &id, chat::release).await
+}
+
+/// Close, hand off, release: the caller's conversation `id`, acted on, as it then is.
+async fn act_on_conversation(
+    state: &AppState,
+    info: &ConnectInfo<SocketAddr>,
+    headers: &HeaderMap,
+    id: &str,
+    act: impl AsyncFnOnce(&AppState, &Caller, &Conversation) -> Result<Conversation>,
+) -> Result<Json<ConversationResponse>> {
+    let caller = chat_caller(state, headers, info)?;
+    let conversation = chat::company_conversation(state, &caller, id).await?;
+    let acted = act(state, &caller, &conversation).await?;
     Ok(Json(ConversationResponse {
-        conversation: released.into(),
+        conversation: acted.into(),
     }))
 }
 

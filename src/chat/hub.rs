@@ -291,6 +291,10 @@ impl Hub {
     pub fn join(&self, claims: &Claims, open_seqs: Vec<(String, i64)>) -> Socket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let control = Arc::new(Control::default());
+        // The token was checked before the socket joined: a change applied in between (the
+        // user invalidated right after `ready`) poked nobody. The socket checks once more as
+        // soon as it runs; whatever is applied from now on pokes it.
+        control.ask_recheck();
         let mut inner = self.lock();
         let user_id: Arc<str> = match inner.parties.get_key_value(claims.sub.as_str()) {
             Some((k, _)) => k.clone(),
@@ -528,6 +532,10 @@ impl Hub {
     pub fn follow_company(&self, company_id: &str, agent_id: Option<&str>, key_id: &str) -> Socket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let control = Arc::new(Control::default());
+        // The token was checked before the socket joined: a change applied in between (the
+        // user invalidated right after `ready`) poked nobody. The socket checks once more as
+        // soon as it runs; whatever is applied from now on pokes it.
+        control.ask_recheck();
         let mut inner = self.lock();
         let company: Arc<str> = company_id.into();
         inner
@@ -608,6 +616,14 @@ mod tests {
             iat: 0,
             exp: 10,
         }
+    }
+
+    #[test]
+    fn a_socket_that_joins_checks_its_token_once_more() {
+        let hub = Hub::default();
+        let socket = hub.join(&claims("u1", "a1", "j1"), vec![]);
+        assert!(socket.control.take_recheck());
+        assert!(!socket.control.take_recheck());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agents::AgentsState;
 use crate::audit::AuditLog;
 use crate::chat::ChatState;
 use crate::clock::Clock;
@@ -35,6 +36,8 @@ pub struct AppInner {
     pub tokens: TokenState,
     /// The chat's: this instance's sockets.
     pub chat: ChatState,
+    /// The agents': the webhook sender.
+    pub agents: AgentsState,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,7 +62,8 @@ pub struct App {
 
 impl App {
     /// Loads the token state from the database and starts the background tasks: the change
-    /// feed (and its PostgreSQL listener), the audit writer and the periodic housekeeping.
+    /// feed (and its PostgreSQL listener), the audit writer, the periodic housekeeping, the
+    /// chat's fan-out and the webhook worker.
     pub async fn build(db: Db, settings: Settings, clock: Clock) -> Result<App> {
         let tokens = feed::load(&db, &clock).await?;
         let tasks = TaskTracker::new();
@@ -67,6 +71,7 @@ impl App {
         let metrics = Metrics::default();
         let (audit, writer) = AuditLog::new(db.clone(), metrics.audit_queued.clone());
         let limits = Limits::new(settings.limits());
+        let agents = AgentsState::new(settings.webhook_timeout);
         let state = AppState(Arc::new(AppInner {
             db,
             settings,
@@ -76,6 +81,7 @@ impl App {
             limits,
             tokens,
             chat: ChatState::default(),
+            agents,
         }));
         tasks.spawn(writer.run());
         let poll = Duration::from_millis(state.settings.change_poll_ms.max(10));
@@ -90,6 +96,7 @@ impl App {
         tasks.spawn(housekeeping(state.clone(), stop.clone()));
         tasks.spawn(close_dead_sockets(state.clone(), stop.clone()));
         crate::chat::fanout::spawn(&state, &tasks, &stop);
+        tasks.spawn(crate::agents::webhook::run(state.clone(), stop.clone()));
         Ok(App { state, tasks, stop })
     }
 

@@ -193,6 +193,12 @@ pub struct Settings {
     #[serde(serialize_with = "duration_setting")]
     pub stream_timeout: Duration,
 
+    /// How long a webhook agent's endpoint may take to answer one event before the attempt
+    /// counts as failed (a duration: "10s").
+    #[arg(long, env = "PERFORMCHAT_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = crate::auth::expires_in::parse_duration_setting)]
+    #[serde(serialize_with = "duration_setting")]
+    pub webhook_timeout: Duration,
+
     /// Origins allowed to call GET /rest/v1/auth/me from a browser, comma-separated, or * for
     /// any. Key endpoints never answer CORS.
     #[arg(long, env = "PERFORMCHAT_CORS_ORIGINS", default_value = "*")]
@@ -352,6 +358,14 @@ pub enum AgentCommand {
         /// Make it the company's default agent.
         #[arg(long)]
         default: bool,
+        /// What answers for it: human (the company's backend, through the agent API) or
+        /// webhook (the company's bot, sent every event as a signed webhook).
+        #[arg(long, value_enum, default_value = "human")]
+        kind: crate::agents::AgentKind,
+        /// Where a webhook agent's events go (http or https). Setting it prints the signing
+        /// secret (whsec_…) once.
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
     /// Change an agent. Deactivating one stops its tokens from verifying until it is
     /// active again.
@@ -364,6 +378,21 @@ pub enum AgentCommand {
         /// Make it the company's default agent.
         #[arg(long)]
         default: bool,
+        /// What answers for it: human or webhook.
+        #[arg(long, value_enum)]
+        kind: Option<crate::agents::AgentKind>,
+        /// Where a webhook agent's events go (http or https); also enables a webhook that
+        /// answered 410 Gone. The first one set prints the signing secret once.
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+    /// Make a new signing secret for an agent's webhooks, printed once. The old ones keep
+    /// signing too (every request carries a signature of each) until they expire.
+    RollWebhookSecret {
+        id: String,
+        /// How long the old secrets keep signing (a duration of at least one second: "24h").
+        #[arg(long, default_value = "24h", value_parser = crate::auth::expires_in::parse_duration_setting)]
+        expire_old_in: Duration,
     },
     /// List a company's agents.
     List {

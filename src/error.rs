@@ -60,6 +60,12 @@ pub enum Error {
     Conflict(String),
     #[error("the conversation is closed: open a new one")]
     ConversationClosed,
+    /// A bot's reply to a conversation a person has taken (or that waits for one).
+    #[error(
+        "a person handles this conversation: the agent's replies are not delivered until it is \
+         released (POST …/release)"
+    )]
+    HandledByPerson,
     /// A chunk for a streamed reply that has already finished (its status).
     #[error("the message is no longer streaming: it is {0}")]
     MessageNotStreaming(String),
@@ -105,9 +111,10 @@ impl Error {
             | Error::AgentNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::AgentNotFound(_) | Error::NotFound(_) | Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::Conflict(_) | Error::ConversationClosed | Error::MessageNotStreaming(_) => {
-                StatusCode::CONFLICT
-            }
+            Error::Conflict(_)
+            | Error::ConversationClosed
+            | Error::HandledByPerson
+            | Error::MessageNotStreaming(_) => StatusCode::CONFLICT,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,6 +138,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::ConversationClosed => "conversation_closed",
+            Error::HandledByPerson => "handled_by_person",
             Error::MessageNotStreaming(_) => "message_not_streaming",
             Error::NoRoute => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",

@@ -9,6 +9,7 @@
 //! seam over SQLite and PostgreSQL), `audit` (the audit trail's writer), `limits` (rate
 //! limits), `metrics`, `clock`, `http` (thin handlers), `cli` (operator commands).
 
+pub mod agents;
 pub mod app;
 pub mod audit;
 pub mod auth;

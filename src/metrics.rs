@@ -110,6 +110,11 @@ pub struct Metrics {
     /// `local` (committed here, handed over in memory) or `database` (read after a
     /// notification, a poll or a gap).
     pub chat_delivery_lag: Family<NameLabels, Histogram, fn() -> Histogram>,
+    /// Webhook attempts by outcome: `delivered`, `failed` (tried again later, or given up
+    /// after the last attempt) or `gone` (410: the webhook is disabled).
+    pub webhook_attempts: Family<NameLabels, Counter>,
+    /// From an event's commit to its delivery (a 2xx), retries included.
+    pub webhook_delivery: Histogram,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +151,9 @@ impl Default for Metrics {
             chat_socket_closes: Family::default(),
             chat_messages: Family::default(),
             chat_delivery_lag: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            webhook_attempts: Family::default(),
+            // 1 ms to ~9 h: a delivery after the last retry is over an hour late.
+            webhook_delivery: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
             registry: Registry::default(),
         };
         registry.register(
@@ -244,6 +252,16 @@ impl Default for Metrics {
             "Time from a message's commit to its push to this instance's sockets, by way",
             m.chat_delivery_lag.clone(),
         );
+        registry.register(
+            "webhook_attempts",
+            "Webhook attempts by outcome (delivered, failed, gone)",
+            m.webhook_attempts.clone(),
+        );
+        registry.register(
+            "webhook_delivery_seconds",
+            "Time from a webhook event's commit to its delivery, retries included",
+            m.webhook_delivery.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -253,6 +271,18 @@ impl Metrics {
         self.chat_socket_closes
             .get_or_create(&CodeLabels { code })
             .inc();
+    }
+
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_attempts
+            .get_or_create(&NameLabels { name: outcome })
+            .inc();
+    }
+
+    /// A webhook event delivered `lag_ms` after its commit.
+    pub fn webhook_delivered(&self, lag_ms: i64) {
+        self.webhook_attempt("delivered");
+        self.webhook_delivery.observe(lag_ms.max(0) as f64 / 1000.0);
     }
 
     /// Records how long a message took from its commit to its push here.

@@ -600,3 +600,70 @@ async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
         seen.push(frame["type"].as_str().unwrap().to_owned());
     }
 }
+
+/// Both instances run a webhook worker on one outbox: every event is sent once (a claim is
+/// one instance's until its lease ends), and a conversation's events arrive in order.
+#[tokio::test]
+async fn two_instances_send_each_webhook_event_once_and_in_order() {
+    use common::{ChatClient, WebhookReceiver};
+
+    let db = TestDb::new().await;
+    let pair = two_instances(&db).await;
+    let mut rx = WebhookReceiver::start().await;
+    let agent = pair.key["agentId"].as_str().unwrap();
+    cli(
+        &db.url,
+        &[
+            "agent",
+            "update",
+            agent,
+            "--kind",
+            "webhook",
+            "--webhook-url",
+            &rx.url,
+        ],
+    );
+
+    const USERS: usize = 6;
+    const EACH: usize = 10;
+    let mut sockets = Vec::new();
+    for u in 0..USERS {
+        let on = if u % 2 == 0 { &pair.a } else { &pair.b };
+        let minted = pair.mint(on, &format!("user-{u}")).await;
+        let (mut socket, _) =
+            ChatClient::ready(&on.ws_url(), minted["token"].as_str().unwrap()).await;
+        socket.send(json!({"type": "open", "id": "o"})).await;
+        let conversation = socket.next().await["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        sockets.push((socket, conversation));
+    }
+    for i in 0..EACH {
+        for (socket, conversation) in &mut sockets {
+            socket
+                .send(json!({"type": "send", "conversationId": conversation,
+                             "clientMessageId": format!("m{i}"), "text": format!("message {i}")}))
+                .await;
+        }
+    }
+
+    let mut seen = HashSet::new();
+    let mut last_seq: std::collections::HashMap<String, i64> = Default::default();
+    while seen.len() < USERS * (EACH + 1) {
+        let d = rx.next_within(Duration::from_secs(10)).await;
+        assert!(seen.insert(d.id().to_owned()), "{} sent twice", d.id());
+        let event = d.json();
+        let conversation = event["data"]["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let seq = event["data"]["message"]["seq"].as_i64().unwrap_or(0);
+        let before = last_seq.insert(conversation, seq).unwrap_or(-1);
+        assert!(seq > before, "{} after seq {before}: {event}", d.id());
+    }
+    assert!(
+        rx.quiet_for(Duration::from_millis(2500)).await,
+        "nothing more: every event was sent once"
+    );
+}

@@ -4,8 +4,8 @@ use super::rules::{ClientMessageId, MessageText, SenderKind};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
 use crate::db::{
-    AuditEvent, Conversation, ConversationQuery, Entity, Growth, Handler, Message, NewMessage,
-    Side, StoreError, Window,
+    Appended, AuditEvent, Conversation, ConversationQuery, Entity, Growth, Handler, Message,
+    NewMessage, Side, StoreError, Window,
 };
 use crate::error::{Error, Result};
 use crate::token::Caller;
@@ -62,6 +62,8 @@ pub async fn open(state: &AppState, user: &ChatUser) -> Result<(Conversation, Ve
     };
     if created {
         audit(state, "conversation.opened", &conversation, None, now).await?;
+        // A webhook agent hears of it (if it is one, the event was queued with it).
+        state.agents.webhooks.wake();
     }
     let (messages, _) = state
         .db
@@ -175,7 +177,11 @@ pub async fn send(
         now_ms: state.clock.now_ms(),
     };
     match state.db.append_message(&new).await {
-        Ok((message, duplicate)) => {
+        Ok(Appended {
+            message,
+            duplicate,
+            event_queued,
+        }) => {
             if !duplicate {
                 state
                     .metrics
@@ -187,6 +193,14 @@ pub async fn send(
                 // Committed: every socket of the user hears of it, here and on the other
                 // instances (the sender's own too, after its ack).
                 super::fanout::committed(state, conversation, &message);
+                if event_queued {
+                    // A webhook agent's event: the worker sends it now, and the user sees
+                    // the agent thinking unless a person handles the conversation.
+                    state.agents.webhooks.wake();
+                    if conversation.handler == Handler::Bot.as_str() {
+                        super::fanout::agent_state(state, conversation, "thinking");
+                    }
+                }
                 // A person's reply takes the conversation, unless it is theirs already (the
                 // caller read it for this request: no write for the common case).
                 if sender == SenderKind::Operator
@@ -315,13 +329,14 @@ pub async fn close(
     conversation: &Conversation,
 ) -> Result<Conversation> {
     let now = state.clock.now_ms();
-    let closed = state
+    let (closed, was_open) = state
         .db
         .close_conversation(&conversation.id, now)
         .await?
         .ok_or_else(no_such_conversation)?;
-    if conversation.is_open() {
+    if was_open {
         super::fanout::closed(state, &closed);
+        state.agents.webhooks.wake();
         audit(
             state,
             "conversation.closed",
@@ -345,20 +360,126 @@ pub async fn hand_off(
     caller: &Caller,
     conversation: &Conversation,
 ) -> Result<Conversation> {
+    let handed = hand_to_person(state, Some(&caller.key_id), conversation, HANDOFF_TEXT).await?;
+    still_open(state, conversation, handed).await
+}
+
+/// Moves a conversation from its agent to waiting for a person, and tells the user in
+/// `text` (a `system` message) if it moved.
+async fn hand_to_person(
+    state: &AppState,
+    key_id: Option<&str>,
+    conversation: &Conversation,
+    text: &str,
+) -> Result<Option<Conversation>> {
     let handed = hand(
         state,
-        Some(&caller.key_id),
+        key_id,
         conversation,
         [Handler::Bot, Handler::Bot],
         Handler::WaitingHuman,
     )
     .await?;
     if let Some(handed) = &handed {
-        let text = MessageText::parse("text", HANDOFF_TEXT).expect("a valid text");
+        let text = MessageText::parse("text", text).expect("a valid text");
         let id = ClientMessageId::generate();
         send(state, handed, SenderKind::System, None, &id, &text, false).await?;
     }
-    still_open(state, conversation, handed).await
+    Ok(handed)
+}
+
+/// What the user reads when their agent failed to answer and a person will.
+const AGENT_FAILED_TEXT: &str = "The assistant can't answer right now. You're being connected to a person, who will reply here.";
+
+/// The agent failed for good (its webhook gave up, or is gone): the user's sockets get
+/// `agent_state` `error`, then the conversation waits for a person (`handoff`, with a
+/// `system` message saying so). Nothing changes for a conversation that is closed, gone, or
+/// already with a person.
+pub async fn agent_failed(state: &AppState, conversation_id: &str) -> Result<()> {
+    let Some(conversation) = state.db.find_conversation(conversation_id).await? else {
+        return Ok(());
+    };
+    if !conversation.is_open() || conversation.handler != Handler::Bot.as_str() {
+        return Ok(());
+    }
+    super::fanout::agent_state(state, &conversation, "error");
+    hand_to_person(state, None, &conversation, AGENT_FAILED_TEXT).await?;
+    Ok(())
+}
+
+/// What became of a bot's answer.
+#[derive(Debug, Default)]
+pub struct BotReplied {
+    /// Replies stored and delivered (or stored by an earlier attempt of the same event).
+    pub delivered: usize,
+    /// Why some or all of it was not delivered.
+    pub not_delivered: Option<String>,
+}
+
+/// A bot's answer to an event of the conversation: each text becomes the agent's message
+/// (its `clientMessageId` made from the event id and its place, so that the same answer
+/// again stores nothing twice), and `handoff` hands the conversation to a person. While a
+/// person handles the conversation (or it waits for one) nothing is delivered.
+pub async fn bot_replied(
+    state: &AppState,
+    conversation_id: &str,
+    event_id: &str,
+    agent_name: &str,
+    texts: &[String],
+    handoff: bool,
+) -> Result<BotReplied> {
+    let mut outcome = BotReplied::default();
+    let Some(conversation) = state.db.find_conversation(conversation_id).await? else {
+        return Ok(outcome);
+    };
+    if !conversation.is_open() {
+        outcome.not_delivered = Some("the conversation is closed".to_owned());
+        return Ok(outcome);
+    }
+    if conversation.handler != Handler::Bot.as_str() {
+        outcome.not_delivered = Some(format!(
+            "a person handles the conversation ({})",
+            conversation.handler
+        ));
+        return Ok(outcome);
+    }
+    let mut invalid = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let text = match MessageText::parse(&format!("replies[{i}].text"), text) {
+            Ok(text) => text,
+            Err(e) => {
+                invalid.push(e);
+                continue;
+            }
+        };
+        let id = ClientMessageId::parse(&format!("{event_id}.{i}"))
+            .expect("event ids are letters, digits and '_'");
+        match send(
+            state,
+            &conversation,
+            SenderKind::Agent,
+            Some(agent_name),
+            &id,
+            &text,
+            false,
+        )
+        .await
+        {
+            Ok(_) => outcome.delivered += 1,
+            Err(Error::ConversationClosed) => {
+                invalid.push("the conversation closed meanwhile".to_owned());
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if handoff {
+        hand_to_person(state, None, &conversation, HANDOFF_TEXT).await?;
+    }
+    if !invalid.is_empty() {
+        outcome.not_delivered = Some(invalid.join("; "));
+    }
+    Ok(outcome)
 }
 
 /// Gives a conversation back to its agent from a person (or from waiting for one): the

@@ -17,7 +17,7 @@ pub struct ChatState {
 }
 
 pub use conversation::{
-    ChatUser, Finish, Sent, agent_typing, close, company_conversation, fail_idle_streams, grow,
-    hand_off, history, list_for_company, list_for_user, mark_read, open, release, send,
-    user_conversation, user_typing,
+    BotReplied, ChatUser, Finish, Sent, agent_failed, agent_typing, bot_replied, close,
+    company_conversation, fail_idle_streams, grow, hand_off, history, list_for_company,
+    list_for_user, mark_read, open, release, send, user_conversation, user_typing,
 };

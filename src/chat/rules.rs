@@ -102,9 +102,11 @@ pub fn typing_of(word: Option<&str>) -> Option<bool> {
     }
 }
 
-/// What an `agent_state` frame says the agent's side is doing: `handoff` (handed to a
-/// person, waiting for one), `human` (a person answers), `bot` (the agent answers again).
-pub const AGENT_STATES: [&str; 3] = ["handoff", "human", "bot"];
+/// What an `agent_state` frame says the agent's side is doing: `thinking` (the agent got
+/// the user's message and is working on an answer, until its next message or state),
+/// `error` (the agent failed to answer), `handoff` (handed to a person, waiting for one),
+/// `human` (a person answers), `bot` (the agent answers again).
+pub const AGENT_STATES: [&str; 5] = ["thinking", "error", "handoff", "human", "bot"];
 
 /// The state word as the protocol has it, for one read from elsewhere (a notification).
 pub fn agent_state_of(word: &str) -> Option<&'static str> {

@@ -10,7 +10,9 @@ use crate::clock::{Clock, rfc3339_ms};
 use crate::config::{
     AgentCommand, CompanyCommand, KeyCommand, SigningKeyCommand, UserCommand, UserTarget,
 };
-use crate::db::{AgentUpdate, AuditEvent, AuditQuery, Db, KeyPolicy, UserRef};
+use crate::db::{
+    Agent, AgentUpdate, AuditEvent, AuditQuery, Db, KeyPolicy, NewAgent, UserRef, WebhookSecret,
+};
 
 /// Records what an operator did in the audit trail.
 async fn audit(db: &Db, kind: &str, company_id: &str, event: AuditEvent) -> anyhow::Result<()> {
@@ -92,14 +94,9 @@ pub async fn company(db: &Db, cmd: CompanyCommand, out: Output) -> anyhow::Resul
 
 pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()> {
     let now = Clock::default().now_ms();
-    let describe = |a: &crate::db::Agent| {
-        format!(
-            "{}\t{}\t{}{}",
-            a.id,
-            if a.active { "active" } else { "inactive" },
-            a.name,
-            if a.is_default { "\t(default)" } else { "" }
-        )
+    let agent_event = |a: &Agent| AuditEvent {
+        agent_id: Some(a.id.clone()),
+        ..Default::default()
     };
     match cmd {
         AgentCommand::Create {
@@ -108,48 +105,188 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
             id,
             inactive,
             default,
+            kind,
+            webhook_url,
         } => {
             let id = id_or_new("agent", "agent", id)?;
-            let a = db
-                .insert_agent(&id, &company, &name, !inactive, default, now)
-                .await?;
-            let event = AuditEvent {
-                agent_id: Some(a.id.clone()),
-                ..Default::default()
+            check_kind(kind.as_str(), webhook_url.as_deref(), None)?;
+            let new = NewAgent {
+                id: &id,
+                company_id: &company,
+                name: &name,
+                active: !inactive,
+                make_default: default,
+                kind: kind.as_str(),
+                webhook_url: webhook_url.as_deref(),
             };
-            audit(db, "agent.created", &a.company_id, event).await?;
-            out.print(&a, || format!("created agent {}", describe(&a)));
+            let a = db.insert_agent_of_kind(&new, now).await?;
+            audit(db, "agent.created", &a.company_id, agent_event(&a)).await?;
+            let secret = match &a.webhook_url {
+                Some(_) => Some(new_webhook_secret(db, &a, now, now).await?),
+                None => None,
+            };
+            print_agent(out, "created", &a, secret.as_deref());
         }
         AgentCommand::Update {
             id,
             active,
             name,
             default,
+            kind,
+            webhook_url,
         } => {
-            if active.is_none() && name.is_none() && !default {
-                bail!("nothing to change: give --active, --name or --default");
+            if active.is_none()
+                && name.is_none()
+                && !default
+                && kind.is_none()
+                && webhook_url.is_none()
+            {
+                bail!(
+                    "nothing to change: give --active, --name, --default, --kind or --webhook-url"
+                );
             }
+            let Some(current) = db.find_agent_by_id(&id).await? else {
+                bail!("no agent {id:?}");
+            };
+            let kind: &str = match kind {
+                Some(kind) => kind.as_str(),
+                None => &current.kind,
+            };
+            check_kind(kind, webhook_url.as_deref(), current.webhook_url.as_deref())?;
             let update = AgentUpdate {
                 name: name.as_deref(),
                 active,
                 make_default: default,
+                kind: Some(kind),
+                webhook_url: webhook_url.as_deref(),
             };
             let a = db.update_agent(&id, update, now).await?;
-            let event = AuditEvent {
-                agent_id: Some(a.id.clone()),
-                ..Default::default()
+            audit(db, "agent.updated", &a.company_id, agent_event(&a)).await?;
+            // The first URL set makes the secret that signs for it.
+            let secret = match &webhook_url {
+                Some(_) if db.webhook_secrets(&a.id, now).await?.is_empty() => {
+                    Some(new_webhook_secret(db, &a, now, now).await?)
+                }
+                _ => None,
             };
-            audit(db, "agent.updated", &a.company_id, event).await?;
-            out.print(&a, || format!("updated agent {}", describe(&a)));
+            print_agent(out, "updated", &a, secret.as_deref());
+        }
+        AgentCommand::RollWebhookSecret { id, expire_old_in } => {
+            let Some(a) = db.find_agent_by_id(&id).await? else {
+                bail!("no agent {id:?}");
+            };
+            if a.webhook_url.is_none() {
+                bail!("agent {id:?} has no webhook: set one with agent update --webhook-url");
+            }
+            let old_expire_at = now + expire_old_in.as_millis() as i64;
+            let secret = new_webhook_secret(db, &a, now, old_expire_at).await?;
+            audit(
+                db,
+                "agent.webhook_secret_rolled",
+                &a.company_id,
+                agent_event(&a),
+            )
+            .await?;
+            out.print(
+                &json!({
+                    "agentId": a.id,
+                    "webhookSecret": secret,
+                    "oldSecretsExpireAt": rfc3339_ms(old_expire_at),
+                }),
+                || {
+                    format!(
+                        "new webhook signing secret for agent {}: {secret}\n\
+                         It is shown only now. Until {} every webhook is signed with the old \
+                         secrets too, so that the receiver can move to this one meanwhile.",
+                        a.id,
+                        rfc3339_ms(old_expire_at)
+                    )
+                },
+            );
         }
         AgentCommand::List { company } => {
             let list = db.list_agents(&company).await?;
             out.print(&list, || {
-                list.iter().map(describe).collect::<Vec<_>>().join("\n")
+                list.iter()
+                    .map(describe_agent)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
     }
     Ok(())
+}
+
+fn describe_agent(a: &Agent) -> String {
+    let webhook = match (&a.webhook_url, a.webhook_disabled_at) {
+        (Some(url), None) => format!("\t{url}"),
+        (Some(url), Some(at)) => format!("\t{url} (disabled {}: it answered 410)", rfc3339_ms(at)),
+        (None, _) => String::new(),
+    };
+    format!(
+        "{}\t{}\t{}\t{}{}{}",
+        a.id,
+        if a.active { "active" } else { "inactive" },
+        a.kind,
+        a.name,
+        if a.is_default { "\t(default)" } else { "" },
+        webhook
+    )
+}
+
+/// An agent as `create` and `update` print it, with its new webhook secret if one was made.
+fn print_agent(out: Output, done: &str, a: &Agent, secret: Option<&str>) {
+    let mut value = serde_json::to_value(a).expect("serialisable");
+    if let Some(secret) = secret {
+        value["webhookSecret"] = json!(secret);
+    }
+    out.print(&value, || {
+        let mut text = format!("{done} agent {}", describe_agent(a));
+        if let Some(secret) = secret {
+            text.push_str(&format!(
+                "\nwebhook signing secret: {secret}\n\
+                 It is shown only now: give it to the receiver, which verifies every request \
+                 with it (Standard Webhooks)."
+            ));
+        }
+        text
+    });
+}
+
+/// What a kind needs: a webhook agent a URL (given now or set before); a URL only a
+/// webhook agent.
+fn check_kind(kind: &str, new_url: Option<&str>, current_url: Option<&str>) -> anyhow::Result<()> {
+    if let Some(url) = new_url {
+        crate::agents::check_webhook_url(url).map_err(anyhow::Error::msg)?;
+    }
+    match kind {
+        "webhook" if new_url.or(current_url).is_none() => {
+            bail!("a webhook agent needs --webhook-url")
+        }
+        "webhook" => Ok(()),
+        _ if new_url.is_some() => {
+            bail!("--webhook-url is for webhook agents: add --kind webhook")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes a new webhook signing secret for the agent; the ones it had expire at
+/// `old_expire_at`.
+async fn new_webhook_secret(
+    db: &Db,
+    a: &Agent,
+    now: i64,
+    old_expire_at: i64,
+) -> anyhow::Result<String> {
+    let secret = WebhookSecret {
+        id: format!("whs_{}", cuid2::create_id()),
+        secret: crate::agents::signature::generate_secret(),
+        created_at: now,
+        expires_at: None,
+    };
+    db.add_webhook_secret(&a.id, &secret, old_expire_at).await?;
+    Ok(secret.secret)
 }
 
 pub async fn key(db: &Db, cmd: KeyCommand, out: Output) -> anyhow::Result<()> {

@@ -13,6 +13,13 @@ pub struct Agent {
     pub active: bool,
     /// Whether this is its company's default agent (derived from `company.default_agent_id`).
     pub is_default: bool,
+    /// What answers for it: `human` or `webhook` (see `agents::AgentKind`).
+    pub kind: String,
+    /// Where a `webhook` agent's events go.
+    pub webhook_url: Option<String>,
+    /// When its webhook answered 410 Gone (no event is sent until its URL is set again).
+    #[serde(serialize_with = "crate::clock::serialize_opt_ms")]
+    pub webhook_disabled_at: Option<i64>,
     #[serde(serialize_with = "crate::clock::serialize_ms")]
     pub created_at: i64,
 }
@@ -23,10 +30,25 @@ macro_rules! agent_select {
         concat!(
             "SELECT a.id, a.company_id, a.name, a.active, \
              (c.default_agent_id IS NOT NULL AND c.default_agent_id = a.id) AS is_default, \
-             a.created_at FROM agent a JOIN company c ON c.id = a.company_id ",
+             a.kind, a.webhook_url, a.webhook_disabled_at, a.created_at FROM agent a JOIN company c ON c.id = a.company_id ",
             $rest
         )
     };
+}
+
+/// An agent to create.
+#[derive(Clone, Copy, Debug)]
+pub struct NewAgent<'a> {
+    pub id: &'a str,
+    pub company_id: &'a str,
+    pub name: &'a str,
+    pub active: bool,
+    /// Make it its company's default (a company's first agent is, anyway).
+    pub make_default: bool,
+    /// What answers for it: `human` or `webhook`.
+    pub kind: &'a str,
+    /// Where a `webhook` agent's events go.
+    pub webhook_url: Option<&'a str>,
 }
 
 /// What `update_agent` may change; `None` leaves a field as it is.
@@ -35,6 +57,9 @@ pub struct AgentUpdate<'a> {
     pub name: Option<&'a str>,
     pub active: Option<bool>,
     pub make_default: bool,
+    pub kind: Option<&'a str>,
+    /// A new webhook URL (which also enables a webhook disabled by a 410).
+    pub webhook_url: Option<&'a str>,
 }
 
 impl Db {
@@ -49,6 +74,29 @@ impl Db {
         make_default: bool,
         now_ms: i64,
     ) -> Result<Agent> {
+        let agent = NewAgent {
+            id,
+            company_id,
+            name,
+            active,
+            make_default,
+            kind: "human",
+            webhook_url: None,
+        };
+        self.insert_agent_of_kind(&agent, now_ms).await
+    }
+
+    /// Creates an agent of a kind (with its webhook URL for a `webhook` agent).
+    pub async fn insert_agent_of_kind(&self, new: &NewAgent<'_>, now_ms: i64) -> Result<Agent> {
+        let NewAgent {
+            id,
+            company_id,
+            name,
+            active,
+            make_default,
+            kind,
+            webhook_url,
+        } = *new;
         transaction!(self, |tx| {
             let company = sqlx::query_scalar::<_, Option<String>>(
                 "UPDATE company SET default_agent_id = CASE \
@@ -64,14 +112,16 @@ impl Db {
                 return Err(StoreError::NotFound(Entity::Company, company_id.to_owned()));
             }
             sqlx::query(
-                "INSERT INTO agent (id, company_id, name, active, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO agent (id, company_id, name, active, created_at, kind, webhook_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(id)
             .bind(company_id)
             .bind(name)
             .bind(active)
             .bind(now_ms)
+            .bind(kind)
+            .bind(webhook_url)
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::conflict_on(e, Entity::Agent, id))?;
@@ -121,12 +171,16 @@ impl Db {
     ) -> Result<Agent> {
         let found = transaction!(self, |tx| {
             let company_id = sqlx::query_scalar::<_, String>(
-                "UPDATE agent SET name = COALESCE($2, name), active = COALESCE($3, active) \
+                "UPDATE agent SET name = COALESCE($2, name), active = COALESCE($3, active), \
+                 kind = COALESCE($4, kind), webhook_url = COALESCE($5, webhook_url), \
+                 webhook_disabled_at = CASE WHEN $5 IS NULL THEN webhook_disabled_at END \
                  WHERE id = $1 RETURNING company_id",
             )
             .bind(id)
             .bind(update.name)
             .bind(update.active)
+            .bind(update.kind)
+            .bind(update.webhook_url)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(company_id) = &company_id {
@@ -146,5 +200,62 @@ impl Db {
             return Err(not_found());
         }
         self.find_agent_by_id(id).await?.ok_or_else(not_found)
+    }
+}
+
+/// One secret that signs an agent's webhooks.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct WebhookSecret {
+    pub id: String,
+    pub secret: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl Db {
+    /// Adds a signing secret to an agent, and makes every one it had before expire at
+    /// `old_expire_at` (if they would expire later).
+    pub async fn add_webhook_secret(
+        &self,
+        agent_id: &str,
+        secret: &WebhookSecret,
+        old_expire_at: i64,
+    ) -> Result<()> {
+        transaction!(self, |tx| {
+            sqlx::query(
+                "UPDATE webhook_secret SET expires_at = $2 \
+                 WHERE agent_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(agent_id)
+            .bind(old_expire_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO webhook_secret (id, agent_id, secret, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&secret.id)
+            .bind(agent_id)
+            .bind(&secret.secret)
+            .bind(secret.created_at)
+            .bind(secret.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        })
+    }
+
+    /// The secrets that sign an agent's webhooks at `now_ms`, newest first.
+    pub async fn webhook_secrets(&self, agent_id: &str, now_ms: i64) -> Result<Vec<WebhookSecret>> {
+        Ok(run!(self, |pool| {
+            sqlx::query_as::<_, WebhookSecret>(
+                "SELECT id, secret, created_at, expires_at FROM webhook_secret \
+                 WHERE agent_id = $1 AND (expires_at IS NULL OR expires_at > $2) \
+                 ORDER BY created_at DESC, id DESC",
+            )
+            .bind(agent_id)
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await
+        })?)
     }
 }

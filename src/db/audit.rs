@@ -17,7 +17,11 @@ pub struct AuditEvent {
     pub at: i64,
     /// What happened: `token.minted`, `user.invalidated`, `user.erased`, `token.revoked`,
     /// `key.created`, `key.rolled`, `key.revoked`, `agent.created`, `agent.updated`,
-    /// `company.created`, `company.updated`, `conversation.opened`, `conversation.closed`.
+    /// `agent.webhook_secret_rolled`, `agent.webhook_disabled`, `company.created`,
+    /// `company.updated`, `conversation.opened`, `conversation.closed`,
+    /// `conversation.handed_off`, `conversation.taken`, `conversation.released`,
+    /// `webhook.attempt` (outcome `ok`, `timeout`, `connect`, `request`, `gone`, `http_3xx`,
+    /// `http_4xx` or `http_5xx`), `webhook.answer_ignored`.
     pub kind: String,
     /// `ok`, or the error code of a refused request.
     pub outcome: String,

@@ -1,6 +1,7 @@
 //! Conversations: one end user and one agent of a company. At most one is open per (user,
 //! agent); a closed one stays readable.
 
+use super::agent_event::event_id_for_conversation;
 use super::{Db, Entity, Result, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -100,7 +101,7 @@ impl Db {
         now_ms: i64,
     ) -> Result<(Conversation, bool)> {
         let inserted = transaction!(self, |tx| {
-            sqlx::query_as::<_, Conversation>(concat!(
+            let inserted = sqlx::query_as::<_, Conversation>(concat!(
                 "INSERT INTO conversation (id, company_id, agent_id, user_id, status, created_at, \
                  updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $5) \
                  ON CONFLICT (user_id, agent_id) WHERE status = 'open' DO NOTHING RETURNING ",
@@ -112,7 +113,14 @@ impl Db {
             .bind(user_id)
             .bind(now_ms)
             .fetch_optional(&mut *tx)
-            .await?
+            .await?;
+            if inserted.is_some() {
+                let kind = "conversation.opened";
+                let event = event_id_for_conversation(new_id, kind);
+                // Queued only for a webhook agent.
+                let _queued = queue_event!(&mut *tx, &event, new_id, kind, None::<&str>, now_ms);
+            }
+            inserted
         })?;
         if let Some(c) = inserted {
             return Ok((c, true));
@@ -234,19 +242,37 @@ impl Db {
         })?)
     }
 
-    /// Closes a conversation; closing a closed one changes nothing. None: no such id.
-    pub async fn close_conversation(&self, id: &str, now_ms: i64) -> Result<Option<Conversation>> {
+    /// Closes a conversation; closing a closed one changes nothing. None: no such id; the
+    /// flag says whether it was open (this call closed it).
+    pub async fn close_conversation(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(Conversation, bool)>> {
         transaction!(self, |tx| {
-            sqlx::query_as::<_, Conversation>(concat!(
-                "UPDATE conversation SET status = 'closed', closed_at = COALESCE(closed_at, $2), \
-                 updated_at = CASE WHEN status = 'open' THEN $2 ELSE updated_at END \
-                 WHERE id = $1 RETURNING ",
+            let closed = sqlx::query_as::<_, Conversation>(concat!(
+                "UPDATE conversation SET status = 'closed', closed_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND status = 'open' RETURNING ",
                 conversation_columns!()
             ))
             .bind(id)
             .bind(now_ms)
             .fetch_optional(&mut *tx)
-            .await?
+            .await?;
+            match closed {
+                Some(closed) => {
+                    let kind = "conversation.closed";
+                    let event = event_id_for_conversation(id, kind);
+                    // Queued only for a webhook agent.
+                    let _queued = queue_event!(&mut *tx, &event, id, kind, None::<&str>, now_ms);
+                    Some((closed, true))
+                }
+                None => sqlx::query_as::<_, Conversation>(conversation_select!("WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|c| (c, false)),
+            }
         })
     }
 

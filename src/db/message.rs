@@ -71,6 +71,23 @@ impl NewMessage<'_> {
     }
 }
 
+/// A message as `append_message` left it.
+#[derive(Debug)]
+pub struct Appended {
+    pub message: Message,
+    /// Stored before (the same `client_message_id`): nothing was written.
+    pub duplicate: bool,
+    /// A webhook event for it was queued in the outbox.
+    pub event_queued: bool,
+}
+
+/// A message just stored, and whether its webhook event was queued with it.
+#[derive(Debug)]
+pub struct Stored {
+    message: Message,
+    event_queued: bool,
+}
+
 /// What became of a streaming message asked to grow.
 #[derive(Debug)]
 pub enum Growth {
@@ -106,17 +123,18 @@ const INSERT_MESSAGE: &str = concat!(
     message_columns!()
 );
 
-/// PostgreSQL: stores one message inside the caller's transaction. `Conflict` when its
-/// `client_message_id` is taken (the caller rolls back: the seq and `updated_at` it moved go
-/// back with it), `NotFound` when the conversation is closed or missing.
-async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Message> {
+/// PostgreSQL: stores one message inside the caller's transaction, with the webhook event
+/// of a user's message to a webhook agent. `Conflict` when its `client_message_id` is taken
+/// (the caller rolls back: the seq and `updated_at` it moved go back with it), `NotFound`
+/// when the conversation is closed or missing.
+async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Stored> {
     let seq = sqlx::query_scalar::<_, i64>(NEXT_SEQ)
         .bind(m.conversation_id)
         .bind(m.now_ms)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned()))?;
-    sqlx::query_as::<_, Message>(INSERT_MESSAGE)
+    let message = sqlx::query_as::<_, Message>(INSERT_MESSAGE)
         .bind(m.id)
         .bind(m.conversation_id)
         .bind(seq)
@@ -128,15 +146,32 @@ async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Me
         .bind(m.now_ms)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or_else(|| StoreError::Conflict(Entity::Message, m.client_message_id.to_owned()))
+        .ok_or_else(|| StoreError::Conflict(Entity::Message, m.client_message_id.to_owned()))?;
+    let queued = m.sender_kind == "user" && {
+        let event = super::agent_event::event_id_for_message(m.id);
+        let kind = "message.created";
+        queue_event!(
+            &mut *tx,
+            &event,
+            m.conversation_id,
+            kind,
+            Some(m.id),
+            m.now_ms
+        )
+    };
+    Ok(Stored {
+        message,
+        event_queued: queued,
+    })
 }
 
 impl Db {
     /// Stores a message in an open conversation with the next seq, committed before this
-    /// returns. The same `client_message_id` again gives the stored message and `true`
-    /// (a duplicate), never a second row. A conversation that is closed or missing is
-    /// `NotFound(Conversation)`.
-    pub async fn append_message(&self, m: &NewMessage<'_>) -> Result<(Message, bool)> {
+    /// returns, with the webhook event of a user's message when the agent is a webhook agent
+    /// (in the same transaction: the outbox). The same `client_message_id` again gives the
+    /// stored message as a duplicate, never a second row. A conversation that is closed or
+    /// missing is `NotFound(Conversation)`.
+    pub async fn append_message(&self, m: &NewMessage<'_>) -> Result<Appended> {
         let stored = match &self.pools {
             // SQLite commits one transaction at a time, each with an fsync: messages sent at
             // once are stored by the group-commit task in one transaction, and each sender
@@ -164,14 +199,22 @@ impl Db {
             }
         };
         match stored {
-            Ok(Some(message)) => Ok((message, false)),
+            Ok(Some(stored)) => Ok(Appended {
+                message: stored.message,
+                duplicate: false,
+                event_queued: stored.event_queued,
+            }),
             Ok(None) | Err(StoreError::NotFound(..)) => {
                 // Sent before (perhaps before the conversation closed): the stored one.
                 match self
                     .find_message_by_client_id(m.conversation_id, m.client_message_id)
                     .await?
                 {
-                    Some(message) => Ok((message, true)),
+                    Some(message) => Ok(Appended {
+                        message,
+                        duplicate: true,
+                        event_queued: false,
+                    }),
                     None => Err(StoreError::NotFound(
                         Entity::Conversation,
                         m.conversation_id.to_owned(),
@@ -214,18 +257,7 @@ impl Db {
         if let Some(message) = grown {
             return Ok(Growth::Grew(message));
         }
-        let found = run!(self, |pool| {
-            sqlx::query_as::<_, Message>(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM message WHERE id = $1 AND conversation_id = $2"
-            ))
-            .bind(message_id)
-            .bind(conversation_id)
-            .fetch_optional(pool)
-            .await
-        })?;
-        match found {
+        match self.find_message(conversation_id, message_id).await? {
             None => Err(StoreError::NotFound(Entity::Message, message_id.to_owned())),
             Some(message) if message.status != "streaming" => Ok(Growth::Finished(message)),
             Some(_) => Ok(Growth::TooLong),
@@ -331,6 +363,25 @@ impl Db {
         Ok(())
     }
 
+    /// A message of a conversation by its id.
+    pub async fn find_message(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+    ) -> Result<Option<Message>> {
+        Ok(run!(self, |pool| {
+            sqlx::query_as::<_, Message>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM message WHERE id = $1 AND conversation_id = $2"
+            ))
+            .bind(message_id)
+            .bind(conversation_id)
+            .fetch_optional(pool)
+            .await
+        })?)
+    }
+
     pub async fn find_message_by_client_id(
         &self,
         conversation_id: &str,
@@ -393,9 +444,10 @@ impl Db {
     }
 }
 
-/// What one message's sender waits for from the group-commit task.
-type Stored = Result<Option<Message>>;
-pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
+/// What one message's sender waits for from the group-commit task: None when its
+/// `client_message_id` was taken or its conversation is not open.
+type Outcome = Result<Option<Stored>>;
+pub type MessageAppend = (OwnedMessage, oneshot::Sender<Outcome>);
 
 /// Stores a batch in order in one SQLite transaction, sent as one multi-statement query of
 /// a fixed text (prepared once, kept by the connection) with the batch as one JSON argument.
@@ -404,8 +456,10 @@ pub type MessageAppend = (OwnedMessage, oneshot::Sender<Stored>);
 /// text that varied with the batch was parsed again every time; a row per message was a
 /// wake-up per message. The `INSERT … SELECT` numbers the new messages of each conversation
 /// after its last seq (`row_number()` in batch order) and leaves out closed conversations and
-/// client ids already taken; the `UPDATE` moves each conversation's last seq to its newest
-/// message; the `SELECT` answers the seq of every message stored, in one row. SQLite's own
+/// client ids already taken; the second `INSERT` queues the webhook event of each user's
+/// message to a webhook agent (its id as `agent_event::event_id_for_message` makes it); the
+/// `UPDATE` moves each conversation's last seq to its newest message; the `SELECT` answers
+/// the seq of every message stored and whether its event was queued, in one row. SQLite's own
 /// SQL (JSON functions, a window function in an insert): PostgreSQL stores each message in
 /// its own transaction (`store_one`), where concurrent transactions queue on the
 /// conversation's row only.
@@ -419,12 +473,21 @@ const STORE_BATCH: &str = concat!(
      FROM json_each($1) AS m JOIN conversation c ON c.id = m.value ->> 1 AND c.status = 'open' \
      WHERE NOT EXISTS (SELECT 1 FROM message \
          WHERE conversation_id = m.value ->> 1 AND client_message_id = m.value ->> 2); \
+     INSERT INTO agent_event \
+         (id, agent_id, conversation_id, type, message_id, created_at, next_attempt_at) \
+     SELECT 'evt_' || substr(m.value ->> 0, 5), a.id, c.id, 'message.created', m.value ->> 0, \
+         m.value ->> 7, m.value ->> 7 \
+     FROM json_each($1) AS m JOIN conversation c ON c.id = m.value ->> 1 \
+         JOIN agent a ON a.id = c.agent_id \
+     WHERE m.value ->> 3 = 'user' AND a.kind = 'webhook' AND a.webhook_disabled_at IS NULL \
+       AND EXISTS (SELECT 1 FROM message WHERE id = m.value ->> 0); \
      UPDATE conversation \
      SET last_seq = (SELECT max(seq) FROM message WHERE conversation_id = conversation.id), \
          updated_at = $2 \
      WHERE id IN (SELECT value ->> 1 FROM json_each($1)) \
        AND last_seq < (SELECT max(seq) FROM message WHERE conversation_id = conversation.id); \
-     SELECT json_group_array(json_array(id, seq)) FROM message \
+     SELECT json_group_array(json_array(id, seq, EXISTS (SELECT 1 FROM agent_event e \
+         WHERE e.id = 'evt_' || substr(message.id, 5)))) FROM message \
      WHERE id IN (SELECT value ->> 0 FROM json_each($1)); \
      COMMIT"
 );
@@ -432,7 +495,7 @@ const STORE_BATCH: &str = concat!(
 async fn store_batch(
     conn: &mut sqlx::SqliteConnection,
     batch: &[MessageAppend],
-) -> Result<Vec<Stored>> {
+) -> Result<Vec<Outcome>> {
     use std::collections::{HashMap, HashSet};
     // A client id repeated within the batch: only its first message is stored; the others
     // read it afterwards, as any repeat does.
@@ -462,11 +525,14 @@ async fn store_batch(
         .bind(now_ms)
         .fetch_all(&mut *conn)
         .await;
-    let seqs: HashMap<String, i64> = match stored {
-        Ok(json) => serde_json::from_str::<Vec<(String, i64)>>(json.first().map_or("[]", |j| j))
-            .map_err(|e| StoreError::from(sqlx::Error::Decode(e.into())))?
-            .into_iter()
-            .collect(),
+    let seqs: HashMap<String, (i64, bool)> = match stored {
+        Ok(json) => {
+            serde_json::from_str::<Vec<(String, i64, u8)>>(json.first().map_or("[]", |j| j))
+                .map_err(|e| StoreError::from(sqlx::Error::Decode(e.into())))?
+                .into_iter()
+                .map(|(id, seq, queued)| (id, (seq, queued == 1)))
+                .collect()
+        }
         Err(e) => {
             // A statement failed: the ones after it (COMMIT included) did not run.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -476,16 +542,19 @@ async fn store_batch(
     Ok(batch
         .iter()
         .map(|(m, _)| {
-            Ok(seqs.get(&m.id).map(|&seq| Message {
-                id: m.id.clone(),
-                conversation_id: m.conversation_id.clone(),
-                seq,
-                client_message_id: m.client_message_id.clone(),
-                sender_kind: m.sender_kind.clone(),
-                sender_name: m.sender_name.clone(),
-                text: m.text.clone(),
-                status: m.status.clone(),
-                created_at: m.now_ms,
+            Ok(seqs.get(&m.id).map(|&(seq, event_queued)| Stored {
+                message: Message {
+                    id: m.id.clone(),
+                    conversation_id: m.conversation_id.clone(),
+                    seq,
+                    client_message_id: m.client_message_id.clone(),
+                    sender_kind: m.sender_kind.clone(),
+                    sender_name: m.sender_name.clone(),
+                    text: m.text.clone(),
+                    status: m.status.clone(),
+                    created_at: m.now_ms,
+                },
+                event_queued,
             }))
         })
         .collect())

@@ -89,6 +89,9 @@ macro_rules! record_change {
     };
 }
 
+// First: its `queue_event!` is used by the conversation and message modules.
+#[macro_use]
+pub(crate) mod agent_event;
 mod agent;
 mod api_key;
 mod audit;
@@ -100,13 +103,14 @@ mod revoked_token;
 mod signing_key;
 mod user;
 
-pub use agent::{Agent, AgentUpdate};
+pub use agent::{Agent, AgentUpdate, NewAgent, WebhookSecret};
+pub use agent_event::{AgentEvent, event_id_for_message};
 pub use api_key::{ApiKey, KeyPolicy};
 pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
 pub use conversation::{Conversation, ConversationQuery, Handler, Side};
-pub use message::{Growth, Message, NewMessage, Window};
+pub use message::{Appended, Growth, Message, NewMessage, Window};
 pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};
 

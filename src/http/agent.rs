@@ -26,6 +26,7 @@ use super::chat::{
 use super::json::JsonBody;
 use super::openapi::{ErrorBody, KeyEndpointErrors};
 use super::query::Query;
+use crate::agents::AgentKind;
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::chat;
@@ -261,7 +262,7 @@ pub async fn list_messages(
         (status = 200, description = "Stored before, with this clientMessageId", body = MessageResponse),
         KeyEndpointErrors,
         (status = 404, description = "No such conversation in your company", body = ErrorBody),
-        (status = 409, description = "`conversation_closed`", body = ErrorBody),
+        (status = 409, description = "`conversation_closed`, or `handled_by_person`: a bot agent's reply (senderKind agent) while a person handles the conversation or it waits for one", body = ErrorBody),
     ))]
 pub async fn reply(
     State(state): State<AppState>,
@@ -311,14 +312,18 @@ pub async fn reply(
     }
     let caller = chat_caller(&state, &headers, &info)?;
     let conversation = chat::company_conversation(&state, &caller, &id).await?;
-    let name = match name {
-        Some(n) => n,
-        // The agent's own name, as the user sees it in the widget.
-        None => token::find_agent(&state, &caller.company_id, &conversation.agent_id)
-            .await?
-            .map(|a| a.name)
-            .unwrap_or_default(),
-    };
+    let agent = token::find_agent(&state, &caller.company_id, &conversation.agent_id).await?;
+    // A bot's reply waits while a person handles the conversation (or it waits for one).
+    if kind == SenderKind::Agent
+        && conversation.handler != Handler::Bot.as_str()
+        && agent
+            .as_ref()
+            .is_some_and(|a| a.kind != AgentKind::Human.as_str())
+    {
+        return Err(Error::HandledByPerson);
+    }
+    // Unnamed: the agent's own name, as the user sees it in the widget.
+    let name = name.unwrap_or_else(|| agent.map(|a| a.name).unwrap_or_default());
     let sent = chat::send(
         &state,
         &conversation,

@@ -4,7 +4,7 @@
 
 mod agent;
 mod audit;
-mod chat;
+pub(crate) mod chat;
 mod json;
 mod me;
 pub mod openapi;

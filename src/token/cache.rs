@@ -190,6 +190,9 @@ mod tests {
             name: name.into(),
             active: true,
             is_default: true,
+            kind: "human".into(),
+            webhook_url: None,
+            webhook_disabled_at: None,
             created_at: 0,
         }
     }

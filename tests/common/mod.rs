@@ -813,3 +813,93 @@ impl EventStream {
             .expect("the stream is open")
     }
 }
+
+/// A webhook endpoint for tests: records every request it gets (in order) and answers each
+/// with the next scripted answer, or 204 when none is left.
+pub struct WebhookReceiver {
+    pub url: String,
+    got: tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+    answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Answer>>>,
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Delivery {
+    pub fn id(&self) -> &str {
+        self.headers["webhook-id"].to_str().unwrap()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// How a [`WebhookReceiver`] answers one request.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Status(u16, Value),
+    /// Never answers (the request waits until the sender gives up).
+    Hang,
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> WebhookReceiver {
+        use axum::response::IntoResponse;
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<
+            Answer,
+        >::new()));
+        let script = answers.clone();
+        let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (tx, script) = (tx.clone(), script.clone());
+            async move {
+                let _ = tx.send(Delivery {
+                    headers,
+                    body: body.to_vec(),
+                });
+                let answer = script.lock().unwrap().pop_front();
+                match answer {
+                    None => axum::http::StatusCode::NO_CONTENT.into_response(),
+                    Some(Answer::Status(status, body)) => (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        axum::Json(body),
+                    )
+                        .into_response(),
+                    Some(Answer::Hang) => std::future::pending().await,
+                }
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/chat", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        WebhookReceiver { url, got, answers }
+    }
+
+    /// Answers the next requests, in order, with these.
+    pub fn answer(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.answers.lock().unwrap().extend(answers);
+    }
+
+    /// The next request, within `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Delivery {
+        tokio::time::timeout(within, self.got.recv())
+            .await
+            .expect("a webhook request in time")
+            .expect("the receiver runs")
+    }
+
+    pub async fn next(&mut self) -> Delivery {
+        self.next_within(Duration::from_secs(5)).await
+    }
+
+    /// Whether a request comes within `within`.
+    pub async fn quiet_for(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.got.recv()).await.is_err()
+    }
+}

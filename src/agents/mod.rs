@@ -1,0 +1,91 @@
+//! Agents that answer by themselves. Each agent has a kind: `human` (the company's backend
+//! answers through the agent API; nothing happens by itself) or `webhook` (the company's
+//! bot: every event of its conversations is sent to it as a signed webhook, and it answers
+//! in the webhook's response or later through the agent API). The chat (`crate::chat`)
+//! stores and delivers messages; this subsystem decides who is told of them and turns what
+//! the agent answers into messages.
+
+pub mod signature;
+pub mod webhook;
+
+use std::time::Duration;
+
+/// What answers for an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentKind {
+    /// The company's backend, through the agent API.
+    Human,
+    /// The company's bot, by signed webhook.
+    Webhook,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Human => "human",
+            AgentKind::Webhook => "webhook",
+        }
+    }
+
+    /// The kind stored as `kind`, if it is one.
+    pub fn of(kind: &str) -> Option<AgentKind> {
+        [AgentKind::Human, AgentKind::Webhook]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+    }
+}
+
+/// The agents' shared state: the webhook sender and the wake-up of its worker.
+pub struct AgentsState {
+    pub webhooks: webhook::Webhooks,
+}
+
+impl AgentsState {
+    pub fn new(webhook_timeout: Duration) -> Self {
+        AgentsState {
+            webhooks: webhook::Webhooks::new(webhook_timeout),
+        }
+    }
+}
+
+/// Checks a webhook URL as an operator gives it: absolute, `http` or `https`, with a host.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "a webhook URL must be http or https, not {}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_are_checked() {
+        assert!(check_webhook_url("https://bot.example.com/hooks/chat").is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9000/").is_ok());
+        for (bad, says) in [
+            ("ftp://example.com/", "http or https"),
+            ("example.com/hook", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            let e = check_webhook_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn kinds_read_back() {
+        for kind in [AgentKind::Human, AgentKind::Webhook] {
+            assert_eq!(AgentKind::of(kind.as_str()), Some(kind));
+        }
+        assert_eq!(AgentKind::of("robot"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! The agents' outbox: the events an agent that answers by itself is told of. An event row
+//! commits in the transaction of what it tells (a user's message, a conversation opened or
+//! closed) when the conversation's agent is a `webhook` agent; a worker claims due events for
+//! a lease, sends them, and deletes them once delivered, moves them to a later attempt, or
+//! marks them failed for good.
+
+use super::{Db, Result};
+
+/// An event waiting in the outbox (or being sent).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AgentEvent {
+    /// Its place in the outbox: a conversation's events go in this order.
+    pub n: i64,
+    /// The `webhook-id`: the same on every attempt.
+    pub id: String,
+    pub agent_id: String,
+    pub conversation_id: String,
+    /// `message.created`, `conversation.opened` or `conversation.closed`.
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub message_id: Option<String>,
+    pub created_at: i64,
+    /// Attempts made, this one included once claimed.
+    pub attempts: i64,
+    /// The body of its first attempt, sent again by every retry.
+    pub body: Option<String>,
+}
+
+/// The id of a conversation's `conversation.opened` or `conversation.closed` event.
+pub fn event_id_for_conversation(conversation_id: &str, kind: &str) -> String {
+    let what = kind.strip_prefix("conversation.").unwrap_or(kind);
+    format!("evt_{conversation_id}_{what}")
+}
+
+/// An event's id for the message it tells of: `evt_` and the message id without its `msg_`.
+/// SQLite's batch insert (`db::message`) writes the same in SQL.
+pub fn event_id_for_message(message_id: &str) -> String {
+    format!(
+        "evt_{}",
+        message_id.strip_prefix("msg_").unwrap_or(message_id)
+    )
+}
+
+/// Queues an event in the caller's transaction if the conversation's agent is a `webhook`
+/// agent whose webhook is enabled; answers the rows inserted (0 or 1). Binds: event id,
+/// conversation id, type, message id (or NULL), now.
+pub(super) const QUEUE_EVENT: &str = "INSERT INTO agent_event \
+     (id, agent_id, conversation_id, type, message_id, created_at, next_attempt_at) \
+     SELECT $1, a.id, c.id, $3, $4, $5, $5 FROM conversation c JOIN agent a ON a.id = c.agent_id \
+     WHERE c.id = $2 AND a.kind = 'webhook' AND a.webhook_disabled_at IS NULL";
+
+/// Runs [`QUEUE_EVENT`] on `$tx`; evaluates to whether an event was queued.
+macro_rules! queue_event {
+    ($tx:expr, $id:expr, $conversation_id:expr, $kind:expr, $message_id:expr, $now:expr) => {
+        sqlx::query($crate::db::agent_event::QUEUE_EVENT)
+            .bind($id)
+            .bind($conversation_id)
+            .bind($kind)
+            .bind($message_id)
+            .bind($now)
+            .execute($tx)
+            .await?
+            .rows_affected()
+            > 0
+    };
+}
+
+macro_rules! event_columns {
+    () => {
+        "n, id, agent_id, conversation_id, type, message_id, created_at, attempts, body"
+    };
+}
+
+impl Db {
+    /// Claims up to `limit` due events (each the oldest pending one of its conversation, so
+    /// that a conversation's events arrive in order) until `lease_until`, counting the
+    /// attempt. An event claimed by one worker is not due for any other until its lease
+    /// ends: if the worker dies, the event is sent again then, with the same id. On
+    /// PostgreSQL, a row another instance claimed meanwhile fails the outer condition when it
+    /// is checked again after that instance's commit, so it is claimed once.
+    pub async fn claim_agent_events(
+        &self,
+        now_ms: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<AgentEvent>> {
+        // A read first (on the partial index of pending events): the worker asks every
+        // second, and an idle server should take no write lock for nothing.
+        let any = run!(self, |pool| {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT 1 FROM agent_event WHERE state = 'pending' AND next_attempt_at <= $1 \
+                 LIMIT 1",
+            )
+            .bind(now_ms)
+            .fetch_optional(pool)
+            .await
+        })?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut claimed = transaction!(self, |tx| {
+            sqlx::query_as::<_, AgentEvent>(concat!(
+                "UPDATE agent_event SET attempts = attempts + 1, next_attempt_at = $2 \
+                 WHERE state = 'pending' AND next_attempt_at <= $1 AND n IN ( \
+                   SELECT e.n FROM agent_event e \
+                   WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
+                     AND NOT EXISTS (SELECT 1 FROM agent_event p \
+                       WHERE p.conversation_id = e.conversation_id AND p.state = 'pending' \
+                         AND p.n < e.n) \
+                   ORDER BY e.next_attempt_at, e.n LIMIT $3) \
+                 RETURNING ",
+                event_columns!()
+            ))
+            .bind(now_ms)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        })?;
+        claimed.sort_by_key(|e| e.n);
+        Ok(claimed)
+    }
+
+    /// A delivered event leaves the outbox (its attempts stay in the audit trail).
+    pub async fn agent_event_done(&self, n: i64) -> Result<()> {
+        transaction!(self, |tx| {
+            sqlx::query("DELETE FROM agent_event WHERE n = $1")
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        })
+    }
+
+    /// An attempt failed: the next one is due at `next_attempt_at`, with the same body.
+    pub async fn agent_event_retry_at(
+        &self,
+        n: i64,
+        next_attempt_at: i64,
+        body: &str,
+        error: &str,
+    ) -> Result<()> {
+        transaction!(self, |tx| {
+            sqlx::query(
+                "UPDATE agent_event SET next_attempt_at = $2, body = COALESCE(body, $3), \
+                 last_error = $4 WHERE n = $1 AND state = 'pending'",
+            )
+            .bind(n)
+            .bind(next_attempt_at)
+            .bind(body)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        })
+    }
+
+    /// An event given up: kept as `failed`, with why, for the operator.
+    pub async fn agent_event_failed(&self, n: i64, body: Option<&str>, error: &str) -> Result<()> {
+        transaction!(self, |tx| {
+            sqlx::query(
+                "UPDATE agent_event SET state = 'failed', body = COALESCE(body, $2), \
+                 last_error = $3 WHERE n = $1",
+            )
+            .bind(n)
+            .bind(body)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        })
+    }
+
+    /// The agent's webhook answered 410 Gone: it is disabled (no event is queued or sent
+    /// until its URL is set again) and every event still pending for it fails. Returns those
+    /// events (the one that got the 410 among them), or nothing when another attempt
+    /// disabled it first.
+    pub async fn disable_webhook(
+        &self,
+        agent_id: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<Vec<AgentEvent>> {
+        transaction!(self, |tx| {
+            let disabled = sqlx::query(
+                "UPDATE agent SET webhook_disabled_at = $2 \
+                 WHERE id = $1 AND webhook_disabled_at IS NULL",
+            )
+            .bind(agent_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if disabled == 0 {
+                Vec::new()
+            } else {
+                sqlx::query_as::<_, AgentEvent>(concat!(
+                    "UPDATE agent_event SET state = 'failed', last_error = $2 \
+                     WHERE agent_id = $1 AND state = 'pending' RETURNING ",
+                    event_columns!()
+                ))
+                .bind(agent_id)
+                .bind(error)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        })
+    }
+}

@@ -96,7 +96,7 @@ impl App {
         tasks.spawn(housekeeping(state.clone(), stop.clone()));
         tasks.spawn(close_dead_sockets(state.clone(), stop.clone()));
         crate::chat::fanout::spawn(&state, &tasks, &stop);
-        tasks.spawn(crate::agents::webhook::run(state.clone(), stop.clone()));
+        tasks.spawn(crate::agents::worker::run(state.clone(), stop.clone()));
         Ok(App { state, tasks, stop })
     }
 

@@ -358,14 +358,17 @@ pub enum AgentCommand {
         /// Make it the company's default agent.
         #[arg(long)]
         default: bool,
-        /// What answers for it: human (the company's backend, through the agent API) or
-        /// webhook (the company's bot, sent every event as a signed webhook).
+        /// What answers for it: human (the company's backend, through the agent API),
+        /// webhook (the company's bot, sent every event as a signed webhook) or openai (an LLM
+        /// behind an OpenAI-compatible endpoint).
         #[arg(long, value_enum, default_value = "human")]
         kind: crate::agents::AgentKind,
         /// Where a webhook agent's events go (http or https). Setting it prints the signing
         /// secret (whsec_…) once.
         #[arg(long)]
         webhook_url: Option<String>,
+        #[command(flatten)]
+        llm: LlmArgs,
     },
     /// Change an agent. Deactivating one stops its tokens from verifying until it is
     /// active again.
@@ -378,13 +381,15 @@ pub enum AgentCommand {
         /// Make it the company's default agent.
         #[arg(long)]
         default: bool,
-        /// What answers for it: human or webhook.
+        /// What answers for it: human, webhook or openai.
         #[arg(long, value_enum)]
         kind: Option<crate::agents::AgentKind>,
         /// Where a webhook agent's events go (http or https); also enables a webhook that
         /// answered 410 Gone. The first one set prints the signing secret once.
         #[arg(long)]
         webhook_url: Option<String>,
+        #[command(flatten)]
+        llm: LlmArgs,
     },
     /// Make a new signing secret for an agent's webhooks, printed once. The old ones keep
     /// signing too (every request carries a signature of each) until they expire.
@@ -399,6 +404,47 @@ pub enum AgentCommand {
         #[arg(long)]
         company: String,
     },
+}
+
+/// An `openai` agent's settings, on `agent create` and `agent update`.
+#[derive(Debug, Default, clap::Args)]
+pub struct LlmArgs {
+    /// An openai agent's OpenAI-compatible endpoint, up to its /v1 (Ollama's:
+    /// http://127.0.0.1:11434/v1; llama.cpp's server: http://127.0.0.1:8080/v1).
+    #[arg(long)]
+    pub llm_base_url: Option<String>,
+    /// The model to ask (as the endpoint names it: llama3.2, gpt-4o-mini, …).
+    #[arg(long)]
+    pub llm_model: Option<String>,
+    /// The server's environment variable that holds the endpoint's API key, read when a reply
+    /// starts (the key is never stored and never logged). None: no Authorization header.
+    #[arg(long)]
+    pub llm_api_key_env: Option<String>,
+    /// A file whose text becomes the system prompt (stored with the agent).
+    #[arg(long)]
+    pub system_prompt_file: Option<std::path::PathBuf>,
+    /// How many of the conversation's messages go with each request (default 20).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=200))]
+    pub llm_history: Option<i64>,
+    /// The longest wait for the endpoint's next bytes: its answer, then each chunk (a
+    /// duration; default "30s").
+    #[arg(long, value_parser = crate::auth::expires_in::parse_duration_setting)]
+    pub llm_timeout: Option<Duration>,
+    /// Whether a failed reply hands the conversation to a person (default true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub handoff_on_failure: Option<bool>,
+}
+
+impl LlmArgs {
+    pub fn is_empty(&self) -> bool {
+        self.llm_base_url.is_none()
+            && self.llm_model.is_none()
+            && self.llm_api_key_env.is_none()
+            && self.system_prompt_file.is_none()
+            && self.llm_history.is_none()
+            && self.llm_timeout.is_none()
+            && self.handoff_on_failure.is_none()
+    }
 }
 
 #[derive(Debug, Subcommand)]

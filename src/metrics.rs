@@ -115,6 +115,10 @@ pub struct Metrics {
     pub webhook_attempts: Family<NameLabels, Counter>,
     /// From an event's commit to its delivery (a 2xx), retries included.
     pub webhook_delivery: Histogram,
+    /// LLM replies by outcome: `complete`, `failed`, `retried` (a 429, tried again later).
+    pub llm_replies: Family<NameLabels, Counter>,
+    /// Tokens LLM replies took, by kind: `prompt`, `completion`.
+    pub llm_tokens: Family<NameLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -154,6 +158,8 @@ impl Default for Metrics {
             webhook_attempts: Family::default(),
             // 1 ms to ~9 h: a delivery after the last retry is over an hour late.
             webhook_delivery: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
+            llm_replies: Family::default(),
+            llm_tokens: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -262,6 +268,16 @@ impl Default for Metrics {
             "Time from a webhook event's commit to its delivery, retries included",
             m.webhook_delivery.clone(),
         );
+        registry.register(
+            "llm_replies",
+            "LLM replies by outcome (complete, failed, retried)",
+            m.llm_replies.clone(),
+        );
+        registry.register(
+            "llm_tokens",
+            "Tokens LLM replies took, by kind (prompt, completion)",
+            m.llm_tokens.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -277,6 +293,20 @@ impl Metrics {
         self.webhook_attempts
             .get_or_create(&NameLabels { name: outcome })
             .inc();
+    }
+
+    /// An LLM reply ended as `outcome`, with the tokens it took.
+    pub fn llm_reply(&self, outcome: &'static str, prompt: i64, completion: i64) {
+        self.llm_replies
+            .get_or_create(&NameLabels { name: outcome })
+            .inc();
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            if n > 0 {
+                self.llm_tokens
+                    .get_or_create(&NameLabels { name: kind })
+                    .inc_by(n as u64);
+            }
+        }
     }
 
     /// A webhook event delivered `lag_ms` after its commit.

@@ -1,12 +1,16 @@
 //! Agents that answer by themselves. Each agent has a kind: `human` (the company's backend
-//! answers through the agent API; nothing happens by itself) or `webhook` (the company's
-//! bot: every event of its conversations is sent to it as a signed webhook, and it answers
-//! in the webhook's response or later through the agent API). The chat (`crate::chat`)
+//! answers through the agent API; nothing happens by itself), `webhook` (the company's bot:
+//! every event of its conversations is sent to it as a signed webhook, and it answers in the
+//! webhook's response or later through the agent API) or `openai` (an LLM behind an
+//! OpenAI-compatible endpoint answers each user message, streamed). The chat (`crate::chat`)
 //! stores and delivers messages; this subsystem decides who is told of them and turns what
 //! the agent answers into messages.
 
+pub mod llm;
 pub mod signature;
+pub mod sse;
 pub mod webhook;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -17,6 +21,8 @@ pub enum AgentKind {
     Human,
     /// The company's bot, by signed webhook.
     Webhook,
+    /// An LLM behind an OpenAI-compatible endpoint, its replies streamed.
+    Openai,
 }
 
 impl AgentKind {
@@ -24,32 +30,44 @@ impl AgentKind {
         match self {
             AgentKind::Human => "human",
             AgentKind::Webhook => "webhook",
+            AgentKind::Openai => "openai",
         }
     }
 
     /// The kind stored as `kind`, if it is one.
     pub fn of(kind: &str) -> Option<AgentKind> {
-        [AgentKind::Human, AgentKind::Webhook]
+        [AgentKind::Human, AgentKind::Webhook, AgentKind::Openai]
             .into_iter()
             .find(|k| k.as_str() == kind)
     }
 }
 
-/// The agents' shared state: the webhook sender and the wake-up of its worker.
+/// The agents' shared state: the webhook sender, the LLM client, and the wake-up of the
+/// outbox worker.
 pub struct AgentsState {
     pub webhooks: webhook::Webhooks,
+    pub llm: llm::Llm,
+    wake: tokio::sync::Notify,
 }
 
 impl AgentsState {
     pub fn new(webhook_timeout: Duration) -> Self {
         AgentsState {
             webhooks: webhook::Webhooks::new(webhook_timeout),
+            llm: llm::Llm::new(),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tells the worker that an event may be due (one was queued, or one finished).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 }
 
-/// Checks a webhook URL as an operator gives it: absolute, `http` or `https`, with a host.
-pub fn check_webhook_url(url: &str) -> Result<(), String> {
+/// Checks a webhook or LLM endpoint URL as an operator gives it: absolute, `http` or
+/// `https`, with a host.
+pub fn check_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
@@ -68,22 +86,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn webhook_urls_are_checked() {
-        assert!(check_webhook_url("https://bot.example.com/hooks/chat").is_ok());
-        assert!(check_webhook_url("http://127.0.0.1:9000/").is_ok());
+    fn urls_are_checked() {
+        assert!(check_url("https://bot.example.com/hooks/chat").is_ok());
+        assert!(check_url("http://127.0.0.1:9000/").is_ok());
         for (bad, says) in [
             ("ftp://example.com/", "http or https"),
             ("example.com/hook", "not a URL"),
             ("", "not a URL"),
         ] {
-            let e = check_webhook_url(bad).unwrap_err();
+            let e = check_url(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }
 
     #[test]
     fn kinds_read_back() {
-        for kind in [AgentKind::Human, AgentKind::Webhook] {
+        for kind in [AgentKind::Human, AgentKind::Webhook, AgentKind::Openai] {
             assert_eq!(AgentKind::of(kind.as_str()), Some(kind));
         }
         assert_eq!(AgentKind::of("robot"), None);

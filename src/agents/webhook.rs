@@ -1,24 +1,16 @@
-//! The `webhook` agent: the outbox worker that sends each event of a webhook agent's
-//! conversations to its URL, signed as Standard Webhooks specifies, and turns the answer
-//! into the agent's replies.
+//! The `webhook` agent: each event of a webhook agent's conversations (claimed from the
+//! outbox by `agents::worker`) is POSTed to its URL, signed as Standard Webhooks specifies,
+//! and the answer becomes the agent's replies.
 //!
-//! Events are rows of the outbox (`db::agent_event`), committed with what they tell. The worker
-//! claims due ones for a lease (one attempt at a time per event, on any number of
-//! instances), posts them with a timeout, and then: a 2xx delivers it (the replies in its
-//! body are stored as the agent's messages, idempotently, so a retry after a crash does not
-//! repeat them); a 410 disables the webhook; anything else is tried again 5 s, 30 s, 2 min,
-//! 10 min and 1 h later, the same `webhook-id` and body each time. When the last attempt
-//! fails (or the webhook is gone) the user is told, and the conversation waits for a person.
-//! A worker that dies mid-attempt leaves its event claimed until the lease ends; then any
-//! instance sends it again (at least once, never two attempts of one event at a time).
+//! A 2xx delivers it (the replies in its body are stored as the agent's messages,
+//! idempotently, so a retry after a crash does not repeat them); a 410 disables the webhook;
+//! anything else is tried again 5 s, 30 s, 2 min, 10 min and 1 h later, the same
+//! `webhook-id` and body each time. When the last attempt fails (or the webhook is gone) the
+//! user is told, and the conversation waits for a person.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::signature;
 use crate::app::AppState;
@@ -31,24 +23,13 @@ use crate::http::chat::{ConversationBody, MessageBody};
 const RETRY_AFTER_S: [i64; 5] = [5, 30, 120, 600, 3600];
 /// Attempts an event gets before it fails for good.
 pub const ATTEMPTS: i64 = RETRY_AFTER_S.len() as i64 + 1;
-/// How often the worker looks for due events when nothing woke it (retries, other
-/// instances' events).
-const POLL: Duration = Duration::from_secs(1);
-/// Events claimed per query, and attempts in flight per instance.
-const CLAIM_BATCH: usize = 32;
-const IN_FLIGHT: usize = 64;
-/// How long a claim outlives the attempt's timeout: the attempt is over by then (or its
-/// instance died), and the event may be claimed again.
-const LEASE_MARGIN_MS: i64 = 5_000;
 /// The most of a webhook's answer that is read (replies and all).
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
-/// The webhook sender: one HTTP client (its connections kept between deliveries) and the
-/// worker's wake-up.
+/// The webhook sender: one HTTP client, its connections kept between deliveries.
 pub struct Webhooks {
     client: reqwest::Client,
-    timeout: Duration,
-    wake: Notify,
+    pub(super) timeout: Duration,
 }
 
 impl Webhooks {
@@ -60,70 +41,8 @@ impl Webhooks {
             .user_agent(concat!("performchat/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client's settings are valid");
-        Webhooks {
-            client,
-            timeout,
-            wake: Notify::new(),
-        }
+        Webhooks { client, timeout }
     }
-
-    /// Tells the worker that an event may be due (one was queued, or one finished).
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-}
-
-/// The worker: runs until `stop`, then abandons attempts in flight (their events are sent
-/// again when their leases end).
-pub async fn run(state: AppState, stop: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let attempts = TaskTracker::new();
-    let webhooks = &state.agents.webhooks;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = webhooks.wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
-        }
-        loop {
-            let free = permits.available_permits().min(CLAIM_BATCH);
-            if free == 0 {
-                break;
-            }
-            let now = state.clock.now_ms();
-            let lease_until = now + webhooks.timeout.as_millis() as i64 + LEASE_MARGIN_MS;
-            let claimed = match state
-                .db
-                .claim_agent_events(now, lease_until, free as i64)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim webhook events");
-                    break;
-                }
-            };
-            let more = claimed.len() == free;
-            for event in claimed {
-                let permit = permits.clone().try_acquire_owned().expect("counted free");
-                let (state, stop) = (state.clone(), stop.clone());
-                attempts.spawn(async move {
-                    tokio::select! {
-                        _ = attempt(&state, event) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                    drop(permit);
-                    // Its conversation's next event may be due now.
-                    state.agents.webhooks.wake();
-                });
-            }
-            if !more {
-                break;
-            }
-        }
-    }
-    attempts.close();
-    attempts.wait().await;
 }
 
 /// What a webhook answered, or why it did not.
@@ -147,28 +66,18 @@ struct BotReply {
     text: String,
 }
 
-/// Sends one claimed event and acts on the answer.
-async fn attempt(state: &AppState, event: AgentEvent) {
-    if let Err(e) = try_attempt(state, &event).await {
-        // Storage failed mid-way: the event is sent again when its lease ends.
-        tracing::warn!(event = %event.id, error = %e, "webhook attempt interrupted");
-    }
-}
-
-async fn try_attempt(state: &AppState, event: &AgentEvent) -> crate::error::Result<()> {
+/// Sends one claimed event of a webhook agent (enabled, with this URL) and acts on the
+/// answer.
+pub(super) async fn deliver(
+    state: &AppState,
+    event: &AgentEvent,
+    agent: &Agent,
+    url: &str,
+) -> crate::error::Result<()> {
     let db = &state.db;
-    let agent = db.find_agent_by_id(&event.agent_id).await?;
-    let Some((agent, url)) = agent.and_then(|a| {
-        let url = a.webhook_url.clone()?;
-        (a.kind == "webhook" && a.webhook_disabled_at.is_none()).then_some((a, url))
-    }) else {
-        db.agent_event_failed(event.n, None, "the agent no longer sends webhooks")
-            .await?;
-        return Ok(());
-    };
     let body = match &event.body {
         Some(body) => body.clone(),
-        None => match payload(state, event, &agent).await? {
+        None => match payload(state, event, agent).await? {
             Some(body) => body,
             None => {
                 db.agent_event_failed(event.n, None, "what the event tells of no longer exists")
@@ -182,20 +91,20 @@ async fn try_attempt(state: &AppState, event: &AgentEvent) -> crate::error::Resu
     let secrets: Vec<&str> = secrets.iter().map(|s| s.secret.as_str()).collect();
     let timestamp = now / 1000;
     let signed = signature::sign(&secrets, &event.id, timestamp, body.as_bytes());
-    let answer = post(state, &url, event, timestamp, &signed, &body).await;
+    let answer = post(state, url, event, timestamp, &signed, &body).await;
     let now = state.clock.now_ms();
     let (outcome, said) = match &answer {
         Answer::Status(status, _) if (200..300).contains(status) => ("ok", format!("{status}")),
         Answer::Status(status, _) => (status_outcome(*status), format!("{status}")),
         Answer::Failed(code, error) => (*code, error.clone()),
     };
-    record_attempt(state, &agent, event, outcome, &said, now).await?;
+    record_attempt(state, agent, event, outcome, &said, now).await?;
     match answer {
         Answer::Status(status, bytes) if (200..300).contains(&status) => {
             state
                 .metrics
                 .webhook_delivered(now.saturating_sub(event.created_at));
-            delivered(state, &agent, event, &bytes).await?;
+            delivered(state, agent, event, &bytes).await?;
             db.agent_event_done(event.n).await?;
         }
         Answer::Status(410, _) => {
@@ -206,10 +115,10 @@ async fn try_attempt(state: &AppState, event: &AgentEvent) -> crate::error::Resu
             if !failed.is_empty() {
                 tracing::warn!(agent = %agent.id, "webhook answered 410 Gone: disabled");
                 let detail = format!("{url} answered 410 Gone: webhook disabled");
-                record(state, &agent, "agent.webhook_disabled", "ok", detail, now).await?;
+                record(state, agent, "agent.webhook_disabled", "ok", detail, now).await?;
             }
             for failed in failed.iter().filter(|e| e.kind != "conversation.closed") {
-                crate::chat::agent_failed(state, &failed.conversation_id).await?;
+                crate::chat::agent_failed(state, &failed.conversation_id, true).await?;
             }
         }
         _ => {
@@ -217,14 +126,14 @@ async fn try_attempt(state: &AppState, event: &AgentEvent) -> crate::error::Resu
             let error = format!("attempt {} of {ATTEMPTS}: {said}", event.attempts);
             match RETRY_AFTER_S.get(event.attempts as usize - 1) {
                 Some(wait_s) => {
-                    db.agent_event_retry_at(event.n, now + wait_s * 1000, &body, &error)
+                    db.agent_event_retry_at(event.n, now + wait_s * 1000, Some(&body), &error)
                         .await?;
                 }
                 None => {
                     db.agent_event_failed(event.n, Some(&body), &error).await?;
                     tracing::warn!(event = %event.id, agent = %agent.id, "webhook failed for good");
                     if event.kind != "conversation.closed" {
-                        crate::chat::agent_failed(state, &event.conversation_id).await?;
+                        crate::chat::agent_failed(state, &event.conversation_id, true).await?;
                     }
                 }
             }
@@ -459,7 +368,7 @@ async fn record_attempt(
     record(state, agent, "webhook.attempt", outcome, detail, now).await
 }
 
-async fn record(
+pub(super) async fn record(
     state: &AppState,
     agent: &Agent,
     kind: &str,

@@ -63,7 +63,7 @@ pub async fn open(state: &AppState, user: &ChatUser) -> Result<(Conversation, Ve
     if created {
         audit(state, "conversation.opened", &conversation, None, now).await?;
         // A webhook agent hears of it (if it is one, the event was queued with it).
-        state.agents.webhooks.wake();
+        state.agents.wake();
     }
     let (messages, _) = state
         .db
@@ -196,7 +196,7 @@ pub async fn send(
                 if event_queued {
                     // A webhook agent's event: the worker sends it now, and the user sees
                     // the agent thinking unless a person handles the conversation.
-                    state.agents.webhooks.wake();
+                    state.agents.wake();
                     if conversation.handler == Handler::Bot.as_str() {
                         super::fanout::agent_state(state, conversation, "thinking");
                     }
@@ -336,7 +336,7 @@ pub async fn close(
         .ok_or_else(no_such_conversation)?;
     if was_open {
         super::fanout::closed(state, &closed);
-        state.agents.webhooks.wake();
+        state.agents.wake();
         audit(
             state,
             "conversation.closed",
@@ -391,11 +391,11 @@ async fn hand_to_person(
 /// What the user reads when their agent failed to answer and a person will.
 const AGENT_FAILED_TEXT: &str = "The assistant can't answer right now. You're being connected to a person, who will reply here.";
 
-/// The agent failed for good (its webhook gave up, or is gone): the user's sockets get
-/// `agent_state` `error`, then the conversation waits for a person (`handoff`, with a
-/// `system` message saying so). Nothing changes for a conversation that is closed, gone, or
-/// already with a person.
-pub async fn agent_failed(state: &AppState, conversation_id: &str) -> Result<()> {
+/// The agent failed to answer (its webhook gave up or is gone, its LLM failed): the user's
+/// sockets get `agent_state` `error`, then, if `hand_off`, the conversation waits for a
+/// person (`handoff`, with a `system` message saying so). Nothing changes for a
+/// conversation that is closed, gone, or already with a person.
+pub async fn agent_failed(state: &AppState, conversation_id: &str, hand_off: bool) -> Result<()> {
     let Some(conversation) = state.db.find_conversation(conversation_id).await? else {
         return Ok(());
     };
@@ -403,7 +403,9 @@ pub async fn agent_failed(state: &AppState, conversation_id: &str) -> Result<()>
         return Ok(());
     }
     super::fanout::agent_state(state, &conversation, "error");
-    hand_to_person(state, None, &conversation, AGENT_FAILED_TEXT).await?;
+    if hand_off {
+        hand_to_person(state, None, &conversation, AGENT_FAILED_TEXT).await?;
+    }
     Ok(())
 }
 

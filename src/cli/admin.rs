@@ -8,10 +8,11 @@ use crate::auth::KeySecret;
 use crate::auth::api_key::new_key_id;
 use crate::clock::{Clock, rfc3339_ms};
 use crate::config::{
-    AgentCommand, CompanyCommand, KeyCommand, SigningKeyCommand, UserCommand, UserTarget,
+    AgentCommand, CompanyCommand, KeyCommand, LlmArgs, SigningKeyCommand, UserCommand, UserTarget,
 };
 use crate::db::{
-    Agent, AgentUpdate, AuditEvent, AuditQuery, Db, KeyPolicy, NewAgent, UserRef, WebhookSecret,
+    Agent, AgentUpdate, AuditEvent, AuditQuery, Db, KeyPolicy, LlmUpdate, NewAgent, UserRef,
+    WebhookSecret,
 };
 
 /// Records what an operator did in the audit trail.
@@ -107,9 +108,12 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
             default,
             kind,
             webhook_url,
+            llm,
         } => {
             let id = id_or_new("agent", "agent", id)?;
             check_kind(kind.as_str(), webhook_url.as_deref(), None)?;
+            let prompt = read_prompt(&llm)?;
+            let llm = check_llm(kind.as_str(), &llm, prompt.as_deref(), None)?;
             let new = NewAgent {
                 id: &id,
                 company_id: &company,
@@ -118,6 +122,7 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
                 make_default: default,
                 kind: kind.as_str(),
                 webhook_url: webhook_url.as_deref(),
+                llm,
             };
             let a = db.insert_agent_of_kind(&new, now).await?;
             audit(db, "agent.created", &a.company_id, agent_event(&a)).await?;
@@ -134,15 +139,18 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
             default,
             kind,
             webhook_url,
+            llm,
         } => {
             if active.is_none()
                 && name.is_none()
                 && !default
                 && kind.is_none()
                 && webhook_url.is_none()
+                && llm.is_empty()
             {
                 bail!(
-                    "nothing to change: give --active, --name, --default, --kind or --webhook-url"
+                    "nothing to change: give --active, --name, --default, --kind, --webhook-url \
+                     or an --llm-… setting"
                 );
             }
             let Some(current) = db.find_agent_by_id(&id).await? else {
@@ -153,12 +161,15 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
                 None => &current.kind,
             };
             check_kind(kind, webhook_url.as_deref(), current.webhook_url.as_deref())?;
+            let prompt = read_prompt(&llm)?;
+            let llm = check_llm(kind, &llm, prompt.as_deref(), Some(&current))?;
             let update = AgentUpdate {
                 name: name.as_deref(),
                 active,
                 make_default: default,
                 kind: Some(kind),
                 webhook_url: webhook_url.as_deref(),
+                llm,
             };
             let a = db.update_agent(&id, update, now).await?;
             audit(db, "agent.updated", &a.company_id, agent_event(&a)).await?;
@@ -218,10 +229,16 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
 }
 
 fn describe_agent(a: &Agent) -> String {
-    let webhook = match (&a.webhook_url, a.webhook_disabled_at) {
-        (Some(url), None) => format!("\t{url}"),
-        (Some(url), Some(at)) => format!("\t{url} (disabled {}: it answered 410)", rfc3339_ms(at)),
-        (None, _) => String::new(),
+    let webhook = match (&a.webhook_url, a.webhook_disabled_at, &a.llm_model) {
+        (Some(url), None, _) if a.kind == "webhook" => format!("\t{url}"),
+        (Some(url), Some(at), _) if a.kind == "webhook" => {
+            format!("\t{url} (disabled {}: it answered 410)", rfc3339_ms(at))
+        }
+        (_, _, Some(model)) if a.kind == "openai" => format!(
+            "\t{model} at {}",
+            a.llm_base_url.as_deref().unwrap_or_default()
+        ),
+        _ => String::new(),
     };
     format!(
         "{}\t{}\t{}\t{}{}{}",
@@ -257,7 +274,7 @@ fn print_agent(out: Output, done: &str, a: &Agent, secret: Option<&str>) {
 /// webhook agent.
 fn check_kind(kind: &str, new_url: Option<&str>, current_url: Option<&str>) -> anyhow::Result<()> {
     if let Some(url) = new_url {
-        crate::agents::check_webhook_url(url).map_err(anyhow::Error::msg)?;
+        crate::agents::check_url(url).map_err(anyhow::Error::msg)?;
     }
     match kind {
         "webhook" if new_url.or(current_url).is_none() => {
@@ -269,6 +286,64 @@ fn check_kind(kind: &str, new_url: Option<&str>, current_url: Option<&str>) -> a
         }
         _ => Ok(()),
     }
+}
+
+/// The system prompt of `--system-prompt-file`, read.
+fn read_prompt(llm: &LlmArgs) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    let Some(path) = &llm.system_prompt_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the system prompt file {}", path.display()))?;
+    if text.trim().is_empty() {
+        bail!("the system prompt file {} is empty", path.display());
+    }
+    Ok(Some(text))
+}
+
+/// An `openai` agent needs an endpoint and a model (given now or set before); the LLM
+/// settings are only for `openai` agents.
+fn check_llm<'a>(
+    kind: &str,
+    llm: &'a LlmArgs,
+    prompt: Option<&'a str>,
+    current: Option<&Agent>,
+) -> anyhow::Result<LlmUpdate<'a>> {
+    if let Some(url) = &llm.llm_base_url {
+        crate::agents::check_url(url).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(var) = &llm.llm_api_key_env
+        && (var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        bail!(
+            "--llm-api-key-env takes the name of an environment variable, such as OPENAI_API_KEY"
+        );
+    }
+    let has = |given: bool, set: Option<&Option<String>>| given || set.is_some_and(Option::is_some);
+    match kind {
+        "openai" => {
+            if !has(llm.llm_base_url.is_some(), current.map(|a| &a.llm_base_url)) {
+                bail!("an openai agent needs --llm-base-url");
+            }
+            if !has(llm.llm_model.is_some(), current.map(|a| &a.llm_model)) {
+                bail!("an openai agent needs --llm-model");
+            }
+        }
+        _ if !llm.is_empty() => {
+            bail!("the --llm-… settings are for openai agents: add --kind openai")
+        }
+        _ => {}
+    }
+    Ok(LlmUpdate {
+        base_url: llm.llm_base_url.as_deref(),
+        model: llm.llm_model.as_deref(),
+        api_key_env: llm.llm_api_key_env.as_deref(),
+        system_prompt: prompt,
+        history: llm.llm_history,
+        timeout_ms: llm.llm_timeout.map(|d| d.as_millis() as i64),
+        handoff_on_failure: llm.handoff_on_failure,
+    })
 }
 
 /// Makes a new webhook signing secret for the agent; the ones it had expire at

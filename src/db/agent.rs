@@ -20,6 +20,18 @@ pub struct Agent {
     /// When its webhook answered 410 Gone (no event is sent until its URL is set again).
     #[serde(serialize_with = "crate::clock::serialize_opt_ms")]
     pub webhook_disabled_at: Option<i64>,
+    /// An `openai` agent's endpoint (`…/v1`), model, and the server's environment variable
+    /// holding its API key (the key itself is never stored).
+    pub llm_base_url: Option<String>,
+    pub llm_model: Option<String>,
+    pub llm_api_key_env: Option<String>,
+    pub llm_system_prompt: Option<String>,
+    /// Messages sent as context with each request.
+    pub llm_history: i64,
+    /// The longest wait for the endpoint's next bytes, in milliseconds.
+    pub llm_timeout_ms: i64,
+    /// Whether a failed reply hands the conversation to a person.
+    pub handoff_on_failure: bool,
     #[serde(serialize_with = "crate::clock::serialize_ms")]
     pub created_at: i64,
 }
@@ -30,7 +42,9 @@ macro_rules! agent_select {
         concat!(
             "SELECT a.id, a.company_id, a.name, a.active, \
              (c.default_agent_id IS NOT NULL AND c.default_agent_id = a.id) AS is_default, \
-             a.kind, a.webhook_url, a.webhook_disabled_at, a.created_at FROM agent a JOIN company c ON c.id = a.company_id ",
+             a.kind, a.webhook_url, a.webhook_disabled_at, a.llm_base_url, a.llm_model, \
+             a.llm_api_key_env, a.llm_system_prompt, a.llm_history, a.llm_timeout_ms, \
+             a.handoff_on_failure, a.created_at FROM agent a JOIN company c ON c.id = a.company_id ",
             $rest
         )
     };
@@ -49,7 +63,14 @@ pub struct NewAgent<'a> {
     pub kind: &'a str,
     /// Where a `webhook` agent's events go.
     pub webhook_url: Option<&'a str>,
+    /// An `openai` agent's settings (the defaults where `None`).
+    pub llm: LlmUpdate<'a>,
 }
+
+/// The messages an `openai` agent sends as context by default.
+pub const LLM_HISTORY: i64 = 20;
+/// The longest wait for an LLM endpoint's next bytes by default.
+pub const LLM_TIMEOUT_MS: i64 = 30_000;
 
 /// What `update_agent` may change; `None` leaves a field as it is.
 #[derive(Debug, Default)]
@@ -60,6 +81,19 @@ pub struct AgentUpdate<'a> {
     pub kind: Option<&'a str>,
     /// A new webhook URL (which also enables a webhook disabled by a 410).
     pub webhook_url: Option<&'a str>,
+    pub llm: LlmUpdate<'a>,
+}
+
+/// An `openai` agent's settings to change; `None` leaves one as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LlmUpdate<'a> {
+    pub base_url: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub api_key_env: Option<&'a str>,
+    pub system_prompt: Option<&'a str>,
+    pub history: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub handoff_on_failure: Option<bool>,
 }
 
 impl Db {
@@ -82,6 +116,7 @@ impl Db {
             make_default,
             kind: "human",
             webhook_url: None,
+            llm: LlmUpdate::default(),
         };
         self.insert_agent_of_kind(&agent, now_ms).await
     }
@@ -96,6 +131,7 @@ impl Db {
             make_default,
             kind,
             webhook_url,
+            llm,
         } = *new;
         transaction!(self, |tx| {
             let company = sqlx::query_scalar::<_, Option<String>>(
@@ -112,8 +148,10 @@ impl Db {
                 return Err(StoreError::NotFound(Entity::Company, company_id.to_owned()));
             }
             sqlx::query(
-                "INSERT INTO agent (id, company_id, name, active, created_at, kind, webhook_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO agent (id, company_id, name, active, created_at, kind, webhook_url, \
+                 llm_base_url, llm_model, llm_api_key_env, llm_system_prompt, llm_history, \
+                 llm_timeout_ms, handoff_on_failure) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(id)
             .bind(company_id)
@@ -122,6 +160,13 @@ impl Db {
             .bind(now_ms)
             .bind(kind)
             .bind(webhook_url)
+            .bind(llm.base_url)
+            .bind(llm.model)
+            .bind(llm.api_key_env)
+            .bind(llm.system_prompt)
+            .bind(llm.history.unwrap_or(LLM_HISTORY))
+            .bind(llm.timeout_ms.unwrap_or(LLM_TIMEOUT_MS))
+            .bind(llm.handoff_on_failure.unwrap_or(true))
             .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::conflict_on(e, Entity::Agent, id))?;
@@ -173,7 +218,13 @@ impl Db {
             let company_id = sqlx::query_scalar::<_, String>(
                 "UPDATE agent SET name = COALESCE($2, name), active = COALESCE($3, active), \
                  kind = COALESCE($4, kind), webhook_url = COALESCE($5, webhook_url), \
-                 webhook_disabled_at = CASE WHEN $5 IS NULL THEN webhook_disabled_at END \
+                 webhook_disabled_at = CASE WHEN $5 IS NULL THEN webhook_disabled_at END, \
+                 llm_base_url = COALESCE($6, llm_base_url), llm_model = COALESCE($7, llm_model), \
+                 llm_api_key_env = COALESCE($8, llm_api_key_env), \
+                 llm_system_prompt = COALESCE($9, llm_system_prompt), \
+                 llm_history = COALESCE($10, llm_history), \
+                 llm_timeout_ms = COALESCE($11, llm_timeout_ms), \
+                 handoff_on_failure = COALESCE($12, handoff_on_failure) \
                  WHERE id = $1 RETURNING company_id",
             )
             .bind(id)
@@ -181,6 +232,13 @@ impl Db {
             .bind(update.active)
             .bind(update.kind)
             .bind(update.webhook_url)
+            .bind(update.llm.base_url)
+            .bind(update.llm.model)
+            .bind(update.llm.api_key_env)
+            .bind(update.llm.system_prompt)
+            .bind(update.llm.history)
+            .bind(update.llm.timeout_ms)
+            .bind(update.llm.handoff_on_failure)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(company_id) = &company_id {

@@ -41,13 +41,15 @@ pub fn event_id_for_message(message_id: &str) -> String {
     )
 }
 
-/// Queues an event in the caller's transaction if the conversation's agent is a `webhook`
-/// agent whose webhook is enabled; answers the rows inserted (0 or 1). Binds: event id,
-/// conversation id, type, message id (or NULL), now.
+/// Queues an event in the caller's transaction if the conversation's agent is told of it:
+/// a `webhook` agent whose webhook is enabled, of every event; an `openai` agent, of a
+/// user's message. Answers the rows inserted (0 or 1). Binds: event id, conversation id,
+/// type, message id (or NULL), now.
 pub(super) const QUEUE_EVENT: &str = "INSERT INTO agent_event \
      (id, agent_id, conversation_id, type, message_id, created_at, next_attempt_at) \
      SELECT $1, a.id, c.id, $3, $4, $5, $5 FROM conversation c JOIN agent a ON a.id = c.agent_id \
-     WHERE c.id = $2 AND a.kind = 'webhook' AND a.webhook_disabled_at IS NULL";
+     WHERE c.id = $2 AND ((a.kind = 'webhook' AND a.webhook_disabled_at IS NULL) \
+       OR (a.kind = 'openai' AND $3 = 'message.created'))";
 
 /// Runs [`QUEUE_EVENT`] on `$tx`; evaluates to whether an event was queued.
 macro_rules! queue_event {
@@ -136,7 +138,7 @@ impl Db {
         &self,
         n: i64,
         next_attempt_at: i64,
-        body: &str,
+        body: Option<&str>,
         error: &str,
     ) -> Result<()> {
         transaction!(self, |tx| {
@@ -148,6 +150,20 @@ impl Db {
             .bind(next_attempt_at)
             .bind(body)
             .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        })
+    }
+
+    /// Keeps a claimed event the caller's until `lease_until` (an LLM reply that streams
+    /// longer than its first lease).
+    pub async fn extend_agent_event_lease(&self, n: i64, lease_until: i64) -> Result<()> {
+        transaction!(self, |tx| {
+            sqlx::query(
+                "UPDATE agent_event SET next_attempt_at = $2 WHERE n = $1 AND state = 'pending'",
+            )
+            .bind(n)
+            .bind(lease_until)
             .execute(&mut *tx)
             .await?;
         })

@@ -21,7 +21,9 @@ pub struct AuditEvent {
     /// `company.updated`, `conversation.opened`, `conversation.closed`,
     /// `conversation.handed_off`, `conversation.taken`, `conversation.released`,
     /// `webhook.attempt` (outcome `ok`, `timeout`, `connect`, `request`, `gone`, `http_3xx`,
-    /// `http_4xx` or `http_5xx`), `webhook.answer_ignored`.
+    /// `http_4xx` or `http_5xx`), `webhook.answer_ignored`, `llm.reply` (outcome `ok`,
+    /// `timeout`, `connect`, `request`, `http_429`, `http_4xx`, `http_5xx`, `invalid_stream`,
+    /// `empty` or `storage`).
     pub kind: String,
     /// `ok`, or the error code of a refused request.
     pub outcome: String,

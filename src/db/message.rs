@@ -77,11 +77,11 @@ pub struct Appended {
     pub message: Message,
     /// Stored before (the same `client_message_id`): nothing was written.
     pub duplicate: bool,
-    /// A webhook event for it was queued in the outbox.
+    /// An agent event for it was queued in the outbox (its agent answers by itself).
     pub event_queued: bool,
 }
 
-/// A message just stored, and whether its webhook event was queued with it.
+/// A message just stored, and whether its agent event was queued with it.
 #[derive(Debug)]
 pub struct Stored {
     message: Message,
@@ -123,10 +123,10 @@ const INSERT_MESSAGE: &str = concat!(
     message_columns!()
 );
 
-/// PostgreSQL: stores one message inside the caller's transaction, with the webhook event
-/// of a user's message to a webhook agent. `Conflict` when its `client_message_id` is taken
-/// (the caller rolls back: the seq and `updated_at` it moved go back with it), `NotFound`
-/// when the conversation is closed or missing.
+/// PostgreSQL: stores one message inside the caller's transaction, with the agent event of
+/// a user's message to an agent that answers by itself. `Conflict` when its
+/// `client_message_id` is taken (the caller rolls back: the seq and `updated_at` it moved go
+/// back with it), `NotFound` when the conversation is closed or missing.
 async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Stored> {
     let seq = sqlx::query_scalar::<_, i64>(NEXT_SEQ)
         .bind(m.conversation_id)
@@ -167,7 +167,7 @@ async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<St
 
 impl Db {
     /// Stores a message in an open conversation with the next seq, committed before this
-    /// returns, with the webhook event of a user's message when the agent is a webhook agent
+    /// returns, with the agent event of a user's message when its agent answers by itself
     /// (in the same transaction: the outbox). The same `client_message_id` again gives the
     /// stored message as a duplicate, never a second row. A conversation that is closed or
     /// missing is `NotFound(Conversation)`.
@@ -456,10 +456,11 @@ pub type MessageAppend = (OwnedMessage, oneshot::Sender<Outcome>);
 /// text that varied with the batch was parsed again every time; a row per message was a
 /// wake-up per message. The `INSERT … SELECT` numbers the new messages of each conversation
 /// after its last seq (`row_number()` in batch order) and leaves out closed conversations and
-/// client ids already taken; the second `INSERT` queues the webhook event of each user's
-/// message to a webhook agent (its id as `agent_event::event_id_for_message` makes it); the
-/// `UPDATE` moves each conversation's last seq to its newest message; the `SELECT` answers
-/// the seq of every message stored and whether its event was queued, in one row. SQLite's own
+/// client ids already taken; the second `INSERT` queues the event of each user's message to
+/// an agent that answers by itself (as `agent_event::QUEUE_EVENT` decides for one message;
+/// its id as `agent_event::event_id_for_message` makes it); the `UPDATE` moves each
+/// conversation's last seq to its newest message; the `SELECT` answers the seq of every
+/// message stored and whether its event was queued, in one row. SQLite's own
 /// SQL (JSON functions, a window function in an insert): PostgreSQL stores each message in
 /// its own transaction (`store_one`), where concurrent transactions queue on the
 /// conversation's row only.
@@ -479,7 +480,8 @@ const STORE_BATCH: &str = concat!(
          m.value ->> 7, m.value ->> 7 \
      FROM json_each($1) AS m JOIN conversation c ON c.id = m.value ->> 1 \
          JOIN agent a ON a.id = c.agent_id \
-     WHERE m.value ->> 3 = 'user' AND a.kind = 'webhook' AND a.webhook_disabled_at IS NULL \
+     WHERE m.value ->> 3 = 'user' \
+       AND ((a.kind = 'webhook' AND a.webhook_disabled_at IS NULL) OR a.kind = 'openai') \
        AND EXISTS (SELECT 1 FROM message WHERE id = m.value ->> 0); \
      UPDATE conversation \
      SET last_seq = (SELECT max(seq) FROM message WHERE conversation_id = conversation.id), \

@@ -193,6 +193,13 @@ mod tests {
             kind: "human".into(),
             webhook_url: None,
             webhook_disabled_at: None,
+            llm_base_url: None,
+            llm_model: None,
+            llm_api_key_env: None,
+            llm_system_prompt: None,
+            llm_history: 20,
+            llm_timeout_ms: 30_000,
+            handoff_on_failure: true,
             created_at: 0,
         }
     }

@@ -462,9 +462,15 @@ pub fn cli_json(database_url: &str, args: &[&str]) -> Value {
 
 impl Server {
     pub fn start(database_url: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(database_url, extra, &[])
+    }
+
+    /// Starts it with these environment variables too.
+    pub fn start_with_env(database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = performchat(database_url)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -896,6 +902,158 @@ impl WebhookReceiver {
 
     pub async fn next(&mut self) -> Delivery {
         self.next_within(Duration::from_secs(5)).await
+    }
+
+    /// Whether a request comes within `within`.
+    pub async fn quiet_for(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.got.recv()).await.is_err()
+    }
+}
+
+/// An OpenAI-compatible endpoint for tests: `POST …/chat/completions` records each request
+/// and answers it with the next scripted reply, byte for byte as the real ones stream
+/// (chunked server-sent events), with delays, or a status, or a cut connection.
+pub struct FakeLlm {
+    /// Its base URL, up to `/v1`.
+    pub base_url: String,
+    got: tokio::sync::mpsc::UnboundedReceiver<LlmRequest>,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<LlmReply>>>,
+}
+
+/// One request a [`FakeLlm`] got.
+#[derive(Clone, Debug)]
+pub struct LlmRequest {
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+/// How a [`FakeLlm`] answers one request.
+#[derive(Clone, Debug)]
+pub enum LlmReply {
+    /// These pieces of the body, each after its delay; then the body ends (`cut`: the
+    /// connection breaks instead).
+    Stream {
+        pieces: Vec<(Duration, String)>,
+        cut: bool,
+    },
+    /// A status with a JSON error body, and a `Retry-After` if given.
+    Status(u16, Option<u64>),
+}
+
+impl LlmReply {
+    /// A whole reply: `texts` as content chunks (`gap` apart), a usage chunk, `[DONE]`.
+    pub fn text(texts: &[&str], gap: Duration) -> LlmReply {
+        let mut pieces = vec![(
+            Duration::ZERO,
+            sse(json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})),
+        )];
+        for (i, text) in texts.iter().enumerate() {
+            let delay = if i == 0 { Duration::ZERO } else { gap };
+            pieces.push((delay, content(text)));
+        }
+        pieces.push((
+            Duration::ZERO,
+            sse(json!({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": texts.len(), "total_tokens": 11 + texts.len()}})),
+        ));
+        pieces.push((Duration::ZERO, "data: [DONE]\n\n".to_owned()));
+        LlmReply::Stream { pieces, cut: false }
+    }
+}
+
+/// One server-sent event of a JSON chunk.
+pub fn sse(chunk: Value) -> String {
+    format!("data: {chunk}\n\n")
+}
+
+/// A content chunk as OpenAI streams it.
+pub fn content(text: &str) -> String {
+    sse(
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}),
+    )
+}
+
+impl FakeLlm {
+    pub async fn start() -> FakeLlm {
+        use axum::response::IntoResponse;
+        let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+        let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<
+            LlmReply,
+        >::new()));
+        let replies = script.clone();
+        let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (tx, replies) = (tx.clone(), replies.clone());
+            async move {
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let _ = tx.send(LlmRequest { headers, body });
+                let reply = replies.lock().unwrap().pop_front();
+                match reply {
+                    None => {
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no script").into_response()
+                    }
+                    Some(LlmReply::Status(status, retry_after)) => {
+                        let mut response = (
+                            axum::http::StatusCode::from_u16(status).unwrap(),
+                            axum::Json(json!({"error": {"message": "scripted", "type": "test"}})),
+                        )
+                            .into_response();
+                        if let Some(s) = retry_after {
+                            response
+                                .headers_mut()
+                                .insert("retry-after", s.to_string().parse().unwrap());
+                        }
+                        response
+                    }
+                    Some(LlmReply::Stream { pieces, cut }) => {
+                        let stream = futures_util::stream::unfold(
+                            (pieces.into_iter(), cut),
+                            |(mut pieces, cut)| async move {
+                                match pieces.next() {
+                                    Some((delay, piece)) => {
+                                        tokio::time::sleep(delay).await;
+                                        let chunk =
+                                            Ok::<_, std::io::Error>(axum::body::Bytes::from(piece));
+                                        Some((chunk, (pieces, cut)))
+                                    }
+                                    None if cut => {
+                                        // What was sent has arrived; then the line drops.
+                                        tokio::time::sleep(Duration::from_millis(100)).await;
+                                        Some((Err(std::io::Error::other("cut")), (pieces, false)))
+                                    }
+                                    None => None,
+                                }
+                            },
+                        );
+                        (
+                            [("content-type", "text/event-stream")],
+                            axum::body::Body::from_stream(stream),
+                        )
+                            .into_response()
+                    }
+                }
+            }
+        };
+        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeLlm {
+            base_url,
+            got,
+            script,
+        }
+    }
+
+    /// Answers the next requests, in order, with these.
+    pub fn reply(&self, replies: impl IntoIterator<Item = LlmReply>) {
+        self.script.lock().unwrap().extend(replies);
+    }
+
+    pub async fn next(&mut self) -> LlmRequest {
+        tokio::time::timeout(Duration::from_secs(5), self.got.recv())
+            .await
+            .expect("a request to the LLM in time")
+            .expect("the fake LLM runs")
     }
 
     /// Whether a request comes within `within`.

@@ -7,7 +7,12 @@
 //! chat_load connect    --http URL --key-id ID --key-secret S [--sockets 64] [--rounds 20]
 //! chat_load revoke     --http URL --other URL --key-id ID --key-secret S [--sockets 10000] [--revoke 1000]
 //! chat_load fanout     --http URL --other URL --key-id ID --key-secret S [--users 100] [--rate 1000] [--duration 10]
+//! chat_load webhook    --http URL --key-id ID --key-secret S --port P [--users 64] [--duration 10]
+//! chat_load llm        --http URL --key-id ID --key-secret S --port P [--users 16] [--rounds 20]
 //! ```
+//!
+//! `webhook` and `llm` serve on `--port` what the agent under test calls (a webhook receiver;
+//! an OpenAI-compatible endpoint): the agent must point there.
 //!
 //! `--http` is the instance that takes the calls; `--other` a second instance on the same
 //! database.
@@ -213,6 +218,8 @@ async fn main() {
         "connect" => connect_latency(&target, &args).await,
         "revoke" => revoke(&target, &args).await,
         "fanout" => fanout(&target, &args).await,
+        "webhook" => webhook(&target, &args).await,
+        "llm" => llm(&target, &args).await,
         other => panic!("unknown scenario {other}"),
     };
     println!("{result}");
@@ -550,4 +557,187 @@ async fn fanout(target: &Target, args: &Args) -> Value {
     json!({"scenario": "fanout", "users": users, "rate_per_s": rate, "planned": total,
            "sent": sent, "received_on_other": lags.len(),
            "send_to_other_instance": percentiles(&mut lags)})
+}
+
+/// Serves `app` on 127.0.0.1:`port` in the background.
+async fn serve(port: u64, app: axum::Router) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port as u16))
+        .await
+        .expect("the --port to serve the agent's calls on");
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+/// Users whose sockets read and drop everything (acks, echoes, agent states).
+async fn users_with_conversations(target: &Target, prefix: &str, n: u64) -> Vec<(Ws, String)> {
+    let tokens = target.mint_many(prefix, n).await;
+    let url = Target::ws(&target.http);
+    let mut users = Vec::new();
+    for token in &tokens {
+        users.push(chat_socket(&url, token).await);
+    }
+    users
+}
+
+/// Webhook deliveries: `--users` users each send a message, wait until the webhook receiver
+/// (here, answering 204 at once) has it, and send the next, for `--duration` seconds. Each
+/// delivery's latency runs from the user's send to its arrival at the receiver.
+async fn webhook(target: &Target, args: &Args) -> Value {
+    type Waiting = Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<Instant>>>>;
+    let users = args.number("users", 64);
+    let duration = Duration::from_secs(args.number("duration", 10));
+    let waiting: Waiting = Arc::default();
+    let arrived = waiting.clone();
+    let receiver = move |body: axum::body::Bytes| {
+        let arrived = arrived.clone();
+        async move {
+            let at = Instant::now();
+            let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let Some(id) = event["data"]["message"]["clientMessageId"].as_str()
+                && let Some(tx) = arrived.lock().unwrap().remove(id)
+            {
+                let _ = tx.send(at);
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }
+    };
+    serve(
+        args.number("port", 0),
+        axum::Router::new().fallback(receiver),
+    )
+    .await;
+    let sockets = users_with_conversations(target, "hook_", users).await;
+    let start = Instant::now();
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ws, conversation))| {
+            let waiting = waiting.clone();
+            let (mut sink, mut stream) = ws.split();
+            let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut n = 0;
+                while start.elapsed() < duration {
+                    let key = format!("w{i}-{n}");
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiting.lock().unwrap().insert(key.clone(), tx);
+                    let frame = json!({"type": "send", "conversationId": conversation,
+                        "clientMessageId": key, "text": "Where is my order?"});
+                    let sent = Instant::now();
+                    sink.send(Message::text(frame.to_string())).await.unwrap();
+                    let at = tokio::time::timeout(Duration::from_secs(30), rx)
+                        .await
+                        .expect("delivered within 30 s")
+                        .unwrap();
+                    latencies.push(at - sent);
+                    n += 1;
+                }
+                drain.abort();
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    json!({"scenario": "webhook", "users": users, "duration_s": elapsed,
+           "delivered": latencies.len(), "delivered_per_s": latencies.len() as f64 / elapsed,
+           "send_to_delivery": percentiles(&mut latencies)})
+}
+
+/// LLM replies: `--users` users each ask `--rounds` questions one after the other; the
+/// OpenAI-compatible endpoint served here streams each answer in five chunks 20 ms apart.
+/// Measured: from the moment the endpoint sends its first chunk to the arrival of the reply's
+/// first frame at the user's socket.
+async fn llm(target: &Target, args: &Args) -> Value {
+    type FirstChunks = Arc<Mutex<HashMap<String, Instant>>>;
+    let users = args.number("users", 16);
+    let rounds = args.number("rounds", 20);
+    let first_chunks: FirstChunks = Arc::default();
+    let sent_first = first_chunks.clone();
+    let endpoint = move |body: axum::body::Bytes| {
+        let sent_first = sent_first.clone();
+        async move {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let asked = request["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let chunk = |text: &str| {
+                format!(
+                    "data: {}\n\n",
+                    json!({"choices": [{"index": 0, "delta": {"content": text}}]})
+                )
+            };
+            let pieces: Vec<String> = ["Your ", "order ", "ships ", "today", "."]
+                .iter()
+                .map(|t| chunk(t))
+                .chain(["data: [DONE]\n\n".to_owned()])
+                .collect();
+            let body = stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| {
+                let (sent_first, asked) = (sent_first.clone(), asked.clone());
+                async move {
+                    if i == 0 {
+                        sent_first.lock().unwrap().insert(asked, Instant::now());
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(piece))
+                }
+            });
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(body),
+            )
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(endpoint));
+    serve(args.number("port", 0), app).await;
+    let sockets = users_with_conversations(target, "llm_", users).await;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut ws, conversation))| {
+            let first_chunks = first_chunks.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for round in 0..rounds {
+                    let question = format!("question {i}-{round}");
+                    send(
+                        &mut ws,
+                        json!({"type": "send", "conversationId": conversation,
+                        "clientMessageId": format!("q{i}-{round}"), "text": question}),
+                    )
+                    .await;
+                    let mut first = None;
+                    loop {
+                        let frame = next(&mut ws).await;
+                        let from_agent = frame["type"] == "message"
+                            && frame["message"]["sender"]["kind"] == "agent";
+                        if from_agent && first.is_none() {
+                            first = Some(Instant::now());
+                        }
+                        if from_agent && frame["message"]["status"] == "complete" {
+                            break;
+                        }
+                    }
+                    let sent = first_chunks.lock().unwrap().remove(&question);
+                    if let (Some(sent), Some(first)) = (sent, first) {
+                        latencies.push(first - sent);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    json!({"scenario": "llm", "users": users, "rounds": rounds, "replies": latencies.len(),
+           "first_chunk_to_first_frame": percentiles(&mut latencies)})
 }

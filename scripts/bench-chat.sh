@@ -17,6 +17,11 @@
 #   revoke      N sockets, half on each instance; 1 000 of their users invalidated one after
 #               the other on the first: close frame vs. HTTP answer on each instance
 #   fanout      100 users sending 1 000 messages/s on the first instance, heard on the second
+#   webhook     the agent a webhook agent; 64 users each sending a message and waiting for the
+#               receiver (in the load generator, answering 204) to get it: deliveries/s and
+#               send->delivery latency
+#   llm         the agent an openai agent of an endpoint in the load generator; 16 users ask 20
+#               questions each: from the endpoint's first chunk to the reply's first frame
 # Results: printed, and written to bench-results/chat-<backend>-latest.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,14 +108,35 @@ echo "fanout: 1 000 messages/s on one instance, heard on the other"
 FANOUT=$("$LOAD" fanout --http "http://127.0.0.1:$PORT_a" --other "http://127.0.0.1:$PORT_b" $(key "$WORK/a.banner") --users 100 --rate 1000 --duration "$DURATION")
 stop_all
 
+agent() { # banner file → the bootstrap agent's id
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["agentId"])' "$1"
+}
+
+fresh_database webhook; start a
+HOOK_PORT=$(free_port)
+"$BIN" --database-url "$URL" agent update "$(agent "$WORK/a.banner")" --kind webhook \
+    --webhook-url "http://127.0.0.1:$HOOK_PORT/hook" >/dev/null
+echo "webhook: 64 users, each waiting for its delivery, ${DURATION}s"
+WEBHOOK=$("$LOAD" webhook --http "http://127.0.0.1:$PORT_a" $(key "$WORK/a.banner") --port "$HOOK_PORT" --duration "$DURATION")
+stop_all
+
+fresh_database llm; start a
+LLM_PORT=$(free_port)
+"$BIN" --database-url "$URL" agent update "$(agent "$WORK/a.banner")" --kind openai \
+    --llm-base-url "http://127.0.0.1:$LLM_PORT/v1" --llm-model bench >/dev/null
+echo "llm: 16 users, 20 questions each"
+LLM=$("$LOAD" llm --http "http://127.0.0.1:$PORT_a" $(key "$WORK/a.banner") --port "$LLM_PORT")
+stop_all
+
 mkdir -p bench-results
-python3 - "$BACKEND" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$MEMORY" "$THROUGHPUT" "$CONNECT" "$REVOKE" "$FANOUT" <<'EOF'
+python3 - "$BACKEND" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$MEMORY" "$THROUGHPUT" "$CONNECT" "$REVOKE" "$FANOUT" "$WEBHOOK" "$LLM" <<'EOF'
 import json, os, sys
 backend, stamp = sys.argv[1:3]
-memory, throughput, connect, revoke, fanout = (json.loads(a) for a in sys.argv[3:8])
+memory, throughput, connect, revoke, fanout, webhook, llm = (json.loads(a) for a in sys.argv[3:10])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
 result = {"date": stamp, "backend": backend, "machine": f"{os.cpu_count()} cores, {cpu}",
-          "memory": memory, "throughput": throughput, "connect": connect, "revoke": revoke, "fanout": fanout}
+          "memory": memory, "throughput": throughput, "connect": connect, "revoke": revoke, "fanout": fanout,
+          "webhook": webhook, "llm": llm}
 with open(f"bench-results/chat-{backend}-latest.json", "w") as f:
     json.dump(result, f, indent=2)
 def mark(ok): return "ok" if ok else "MISS"
@@ -124,6 +150,8 @@ lines = [
     f"revoke      same instance: {r['same_instance']['closed_before_http_answer']} of {r['revoked'] // 2 + r['revoked'] % 2} closes left before the HTTP answer; "
     f"other instance: p50 {r['other_instance_after_http_answer']['p50_ms']:.1f} ms, p99 {r['other_instance_after_http_answer']['p99_ms']:.1f} ms after it ({r['sockets']} sockets open)",
     f"fanout      {fanout['received_on_other']} of {fanout['sent']} heard on the other instance; send->push there p50 {fanout['send_to_other_instance']['p50_ms']:.1f} ms, p99 {fanout['send_to_other_instance']['p99_ms']:.1f} ms at {fanout['rate_per_s']}/s (goal p99 <= 50 ms: {mark(fanout['send_to_other_instance']['p99_ms'] <= 50)})",
+    f"webhook     {webhook['delivered_per_s']:.0f} deliveries/s ({webhook['users']} users, each waiting for its own); send->delivery p50 {webhook['send_to_delivery']['p50_ms']:.1f} ms, p99 {webhook['send_to_delivery']['p99_ms']:.1f} ms",
+    f"llm         first chunk->first frame p50 {llm['first_chunk_to_first_frame']['p50_ms']:.2f} ms, p99 {llm['first_chunk_to_first_frame']['p99_ms']:.2f} ms ({llm['replies']} replies, {llm['users']} users; goal <= 5 ms: {mark(llm['first_chunk_to_first_frame']['p99_ms'] <= 5)})",
 ]
 print("\n" + "\n".join(lines))
 with open(f"bench-results/chat-{backend}-latest.txt", "w") as f:

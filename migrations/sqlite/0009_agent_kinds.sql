@@ -18,9 +18,10 @@ CREATE INDEX webhook_secret_agent ON webhook_secret (agent_id);
 
 -- The agents' outbox: the events an agent that answers by itself is told of. An event row
 -- commits with what it tells (a user's message, a conversation opened or closed), and a
--- worker acts on it (a webhook agent's: sends it), retrying until it is done (then the row
--- goes) or fails for good. `n` orders the events of a conversation; `id` is the event's id
--- (a webhook's `webhook-id` header), the same on every attempt.
+-- worker acts on it (a webhook agent's: sends it), retrying until it is done or fails for
+-- good; then the row goes (the audit trail keeps every attempt). `n` orders the events of a
+-- conversation; `id` is the event's id (a webhook's `webhook-id` header), the same on every
+-- attempt.
 CREATE TABLE agent_event (
     n               INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
@@ -29,14 +30,12 @@ CREATE TABLE agent_event (
     type            TEXT NOT NULL,
     message_id      TEXT,
     created_at      BIGINT NOT NULL,
-    -- 'pending' (waiting, or being sent: a claimed event's next_attempt_at is the end of
-    -- its lease) or 'failed' (given up; kept for the operator).
-    state           TEXT NOT NULL DEFAULT 'pending',
     attempts        BIGINT NOT NULL DEFAULT 0,
+    -- When it is due; while a worker holds it, the end of that worker's lease.
     next_attempt_at BIGINT NOT NULL,
     -- The body, fixed at the first attempt so that every retry sends the same bytes.
     body            TEXT,
     last_error      TEXT
 );
-CREATE INDEX agent_event_due ON agent_event (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX agent_event_due ON agent_event (next_attempt_at);
 CREATE INDEX agent_event_conversation ON agent_event (conversation_id, n);

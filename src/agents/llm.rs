@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::sse::{Parser, Piece};
-use super::webhook::record;
 use super::worker::LEASE_MARGIN_MS;
 use crate::app::AppState;
 use crate::chat::rules::{ClientMessageId, MAX_TEXT_CHARS, MessageText, SenderKind};
@@ -127,12 +126,12 @@ pub(super) async fn answer(state: &AppState, event: &AgentEvent, agent: &Agent) 
         _ => None,
     };
     let (Some(conversation), Some(asked)) = (conversation, asked) else {
-        db.agent_event_done(event.n).await?;
+        state.agents.done(event.n);
         return Ok(());
     };
     // Closed, or a person handles it: the model is not asked.
     if !conversation.is_open() || conversation.handler != Handler::Bot.as_str() {
-        db.agent_event_done(event.n).await?;
+        state.agents.done(event.n);
         return Ok(());
     }
     let timeout = Duration::from_millis(agent.llm_timeout_ms.max(1000) as u64);
@@ -163,8 +162,8 @@ pub(super) async fn answer(state: &AppState, event: &AgentEvent, agent: &Agent) 
                 reply.total_chars,
                 started.elapsed().as_millis()
             );
-            record(state, agent, "llm.reply", "ok", detail, now).await?;
-            db.agent_event_done(event.n).await?;
+            super::audit(state, agent, "llm.reply", "ok", detail, now).await?;
+            state.agents.done(event.n);
         }
         Ok(_) => {
             let failure = Failure::new("empty", "the model answered no text");
@@ -192,7 +191,7 @@ async fn failed(
         "{} attempt {} of {ATTEMPTS}: {}",
         event.id, event.attempts, failure.why
     );
-    record(
+    super::audit(
         state,
         agent,
         "llm.reply",
@@ -217,7 +216,8 @@ async fn failed(
     state.metrics.llm_reply("failed", 0, 0);
     reply.finish(Finish::Failed).await?;
     chat::agent_failed(state, &conversation.id, agent.handoff_on_failure).await?;
-    Ok(state.db.agent_event_failed(event.n, None, &detail).await?)
+    state.agents.done(event.n);
+    Ok(())
 }
 
 /// Asks the endpoint and relays the streamed text into `reply`; the token usage, if the

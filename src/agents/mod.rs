@@ -48,6 +48,8 @@ pub struct AgentsState {
     pub webhooks: webhook::Webhooks,
     pub llm: llm::Llm,
     wake: tokio::sync::Notify,
+    /// Events done with, deleted by the worker's next claim (one commit for many).
+    done: std::sync::Mutex<Vec<i64>>,
 }
 
 impl AgentsState {
@@ -56,13 +58,51 @@ impl AgentsState {
             webhooks: webhook::Webhooks::new(webhook_timeout),
             llm: llm::Llm::new(),
             wake: tokio::sync::Notify::new(),
+            done: std::sync::Mutex::default(),
         }
+    }
+
+    /// An event is done with: the worker deletes it with its next claim.
+    pub fn done(&self, n: i64) {
+        self.done.lock().expect("never poisoned").push(n);
+        self.wake();
+    }
+
+    fn take_done(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.done.lock().expect("never poisoned"))
+    }
+
+    fn put_back_done(&self, done: Vec<i64>) {
+        self.done.lock().expect("never poisoned").extend(done);
     }
 
     /// Tells the worker that an event may be due (one was queued, or one finished).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+}
+
+/// Records what an agent did in its company's audit trail.
+pub(crate) async fn audit(
+    state: &crate::app::AppState,
+    agent: &crate::db::Agent,
+    kind: &str,
+    outcome: &str,
+    detail: String,
+    now: i64,
+) -> crate::error::Result<()> {
+    state
+        .audit
+        .record(crate::db::AuditEvent {
+            at: now,
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+            company_id: agent.company_id.clone(),
+            agent_id: Some(agent.id.clone()),
+            detail: Some(detail),
+            ..crate::db::AuditEvent::default()
+        })
+        .await
 }
 
 /// Checks a webhook or LLM endpoint URL as an operator gives it: absolute, `http` or

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::signature;
 use crate::app::AppState;
 use crate::clock::rfc3339_ms;
-use crate::db::{Agent, AgentEvent, AuditEvent, UserRef};
+use crate::db::{Agent, AgentEvent, UserRef};
 use crate::http::chat::{ConversationBody, MessageBody};
 
 /// Seconds to wait after each failed attempt before the next; one attempt more than
@@ -80,8 +80,8 @@ pub(super) async fn deliver(
         None => match payload(state, event, agent).await? {
             Some(body) => body,
             None => {
-                db.agent_event_failed(event.n, None, "what the event tells of no longer exists")
-                    .await?;
+                // Its conversation or message is gone (an erased user): nothing to tell.
+                state.agents.done(event.n);
                 return Ok(());
             }
         },
@@ -105,17 +105,15 @@ pub(super) async fn deliver(
                 .metrics
                 .webhook_delivered(now.saturating_sub(event.created_at));
             delivered(state, agent, event, &bytes).await?;
-            db.agent_event_done(event.n).await?;
+            state.agents.done(event.n);
         }
         Answer::Status(410, _) => {
             state.metrics.webhook_attempt("gone");
-            let failed = db
-                .disable_webhook(&agent.id, "the webhook answered 410 Gone", now)
-                .await?;
+            let failed = db.disable_webhook(&agent.id, now).await?;
             if !failed.is_empty() {
                 tracing::warn!(agent = %agent.id, "webhook answered 410 Gone: disabled");
                 let detail = format!("{url} answered 410 Gone: webhook disabled");
-                record(state, agent, "agent.webhook_disabled", "ok", detail, now).await?;
+                super::audit(state, agent, "agent.webhook_disabled", "ok", detail, now).await?;
             }
             for failed in failed.iter().filter(|e| e.kind != "conversation.closed") {
                 crate::chat::agent_failed(state, &failed.conversation_id, true).await?;
@@ -130,7 +128,7 @@ pub(super) async fn deliver(
                         .await?;
                 }
                 None => {
-                    db.agent_event_failed(event.n, Some(&body), &error).await?;
+                    state.agents.done(event.n);
                     tracing::warn!(event = %event.id, agent = %agent.id, "webhook failed for good");
                     if event.kind != "conversation.closed" {
                         crate::chat::agent_failed(state, &event.conversation_id, true).await?;
@@ -238,7 +236,7 @@ async fn delivered(
                 event.id, event.kind
             );
             let now = state.clock.now_ms();
-            record(
+            super::audit(
                 state,
                 agent,
                 "webhook.answer_ignored",
@@ -263,7 +261,7 @@ async fn delivered(
     if let Some(why) = outcome.not_delivered {
         let detail = format!("{} {}: {why}", event.id, event.kind);
         let now = state.clock.now_ms();
-        record(
+        super::audit(
             state,
             agent,
             "webhook.answer_ignored",
@@ -365,29 +363,7 @@ async fn record_attempt(
         "{} {} {} attempt {} of {ATTEMPTS}: {said}",
         event.id, event.kind, event.conversation_id, event.attempts
     );
-    record(state, agent, "webhook.attempt", outcome, detail, now).await
-}
-
-pub(super) async fn record(
-    state: &AppState,
-    agent: &Agent,
-    kind: &str,
-    outcome: &str,
-    detail: String,
-    now: i64,
-) -> crate::error::Result<()> {
-    state
-        .audit
-        .record(AuditEvent {
-            at: now,
-            kind: kind.to_owned(),
-            outcome: outcome.to_owned(),
-            company_id: agent.company_id.clone(),
-            agent_id: Some(agent.id.clone()),
-            detail: Some(detail),
-            ..AuditEvent::default()
-        })
-        .await
+    super::audit(state, agent, "webhook.attempt", outcome, detail, now).await
 }
 
 #[cfg(test)]

@@ -49,14 +49,16 @@ pub async fn run(state: AppState, stop: CancellationToken) {
             let now = state.clock.now_ms();
             // The webhook's timeout; an LLM reply extends its own lease as it streams.
             let lease_until = now + agents.webhooks.timeout.as_millis() as i64 + LEASE_MARGIN_MS;
+            let done = agents.take_done();
             let claimed = match state
                 .db
-                .claim_agent_events(now, lease_until, free as i64)
+                .claim_agent_events(&done, now, lease_until, free as i64)
                 .await
             {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim agent events");
+                    agents.put_back_done(done);
                     break;
                 }
             };
@@ -81,6 +83,14 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     }
     attempts.close();
     attempts.wait().await;
+    // What was done is deleted (else it would be done again after the restart).
+    let done = agents.take_done();
+    if !done.is_empty() {
+        let now = state.clock.now_ms();
+        if let Err(e) = state.db.claim_agent_events(&done, now, now, 0).await {
+            tracing::warn!(error = %e, "cannot delete the agent events done");
+        }
+    }
 }
 
 /// One claimed event, handed to its agent's kind.
@@ -106,8 +116,9 @@ async fn attempt(state: &AppState, event: &AgentEvent) {
     }
 }
 
-/// The agent changed kind (or lost its webhook) since the event was queued.
+/// The agent changed kind (or lost its webhook) since the event was queued: dropped.
 async fn no_longer(state: &AppState, event: &AgentEvent) -> crate::error::Result<()> {
-    let why = "the agent no longer answers this event by itself";
-    Ok(state.db.agent_event_failed(event.n, None, why).await?)
+    tracing::info!(event = %event.id, "agent event dropped: the agent no longer answers it");
+    state.agents.done(event.n);
+    Ok(())
 }

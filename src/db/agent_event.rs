@@ -1,8 +1,8 @@
 //! The agents' outbox: the events an agent that answers by itself is told of. An event row
 //! commits in the transaction of what it tells (a user's message, a conversation opened or
-//! closed) when the conversation's agent is a `webhook` agent; a worker claims due events for
-//! a lease, sends them, and deletes them once delivered, moves them to a later attempt, or
-//! marks them failed for good.
+//! closed) when the conversation's agent answers by itself; a worker claims due events for a
+//! lease, acts on them, and deletes them once done (or given up: the audit trail keeps every
+//! attempt), or moves them to a later attempt.
 
 use super::{Db, Result};
 
@@ -74,41 +74,55 @@ macro_rules! event_columns {
 }
 
 impl Db {
-    /// Claims up to `limit` due events (each the oldest pending one of its conversation, so
-    /// that a conversation's events arrive in order) until `lease_until`, counting the
-    /// attempt. An event claimed by one worker is not due for any other until its lease
-    /// ends: if the worker dies, the event is sent again then, with the same id. On
-    /// PostgreSQL, a row another instance claimed meanwhile fails the outer condition when it
-    /// is checked again after that instance's commit, so it is claimed once.
+    /// Deletes the events `done` with (delivered, answered, given up: their attempts stay in
+    /// the audit trail), then claims up to `limit` due events (each the oldest of its
+    /// conversation, so that a conversation's events are handled in order) until
+    /// `lease_until`, counting the attempt; one transaction for both, so that a busy outbox
+    /// costs one commit per round rather than one per event. An event claimed by one worker
+    /// is not due for any other until its lease ends: if the worker dies, the event is taken
+    /// again then, with the same id (so is one done but not yet deleted). On PostgreSQL, a
+    /// row another instance claimed meanwhile fails the outer condition when it is checked
+    /// again after that instance's commit, so it is claimed once.
     pub async fn claim_agent_events(
         &self,
+        done: &[i64],
         now_ms: i64,
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<AgentEvent>> {
-        // A read first (on the partial index of pending events): the worker asks every
-        // second, and an idle server should take no write lock for nothing.
-        let any = run!(self, |pool| {
-            sqlx::query_scalar::<_, i32>(
-                "SELECT 1 FROM agent_event WHERE state = 'pending' AND next_attempt_at <= $1 \
-                 LIMIT 1",
-            )
-            .bind(now_ms)
-            .fetch_optional(pool)
-            .await
-        })?;
-        if any.is_none() {
-            return Ok(Vec::new());
+        // A read first (on the index of due times): the worker asks every second, and an
+        // idle server should take no write lock for nothing.
+        if done.is_empty() {
+            let any = run!(self, |pool| {
+                sqlx::query_scalar::<_, i32>(
+                    "SELECT 1 FROM agent_event WHERE next_attempt_at <= $1 LIMIT 1",
+                )
+                .bind(now_ms)
+                .fetch_optional(pool)
+                .await
+            })?;
+            if any.is_none() {
+                return Ok(Vec::new());
+            }
         }
         let mut claimed = transaction!(self, |tx| {
+            if !done.is_empty() {
+                let mut delete = sqlx::QueryBuilder::new("DELETE FROM agent_event WHERE n IN (");
+                let mut list = delete.separated(", ");
+                for n in done {
+                    list.push_bind(*n);
+                }
+                delete.push(")");
+                // Not kept as a prepared statement: its text varies with the number of ids.
+                delete.build().persistent(false).execute(&mut *tx).await?;
+            }
             sqlx::query_as::<_, AgentEvent>(concat!(
                 "UPDATE agent_event SET attempts = attempts + 1, next_attempt_at = $2 \
-                 WHERE state = 'pending' AND next_attempt_at <= $1 AND n IN ( \
+                 WHERE next_attempt_at <= $1 AND n IN ( \
                    SELECT e.n FROM agent_event e \
-                   WHERE e.state = 'pending' AND e.next_attempt_at <= $1 \
+                   WHERE e.next_attempt_at <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM agent_event p \
-                       WHERE p.conversation_id = e.conversation_id AND p.state = 'pending' \
-                         AND p.n < e.n) \
+                       WHERE p.conversation_id = e.conversation_id AND p.n < e.n) \
                    ORDER BY e.next_attempt_at, e.n LIMIT $3) \
                  RETURNING ",
                 event_columns!()
@@ -123,16 +137,6 @@ impl Db {
         Ok(claimed)
     }
 
-    /// A delivered event leaves the outbox (its attempts stay in the audit trail).
-    pub async fn agent_event_done(&self, n: i64) -> Result<()> {
-        transaction!(self, |tx| {
-            sqlx::query("DELETE FROM agent_event WHERE n = $1")
-                .bind(n)
-                .execute(&mut *tx)
-                .await?;
-        })
-    }
-
     /// An attempt failed: the next one is due at `next_attempt_at`, with the same body.
     pub async fn agent_event_retry_at(
         &self,
@@ -144,7 +148,7 @@ impl Db {
         transaction!(self, |tx| {
             sqlx::query(
                 "UPDATE agent_event SET next_attempt_at = $2, body = COALESCE(body, $3), \
-                 last_error = $4 WHERE n = $1 AND state = 'pending'",
+                 last_error = $4 WHERE n = $1",
             )
             .bind(n)
             .bind(next_attempt_at)
@@ -159,41 +163,19 @@ impl Db {
     /// longer than its first lease).
     pub async fn extend_agent_event_lease(&self, n: i64, lease_until: i64) -> Result<()> {
         transaction!(self, |tx| {
-            sqlx::query(
-                "UPDATE agent_event SET next_attempt_at = $2 WHERE n = $1 AND state = 'pending'",
-            )
-            .bind(n)
-            .bind(lease_until)
-            .execute(&mut *tx)
-            .await?;
-        })
-    }
-
-    /// An event given up: kept as `failed`, with why, for the operator.
-    pub async fn agent_event_failed(&self, n: i64, body: Option<&str>, error: &str) -> Result<()> {
-        transaction!(self, |tx| {
-            sqlx::query(
-                "UPDATE agent_event SET state = 'failed', body = COALESCE(body, $2), \
-                 last_error = $3 WHERE n = $1",
-            )
-            .bind(n)
-            .bind(body)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("UPDATE agent_event SET next_attempt_at = $2 WHERE n = $1")
+                .bind(n)
+                .bind(lease_until)
+                .execute(&mut *tx)
+                .await?;
         })
     }
 
     /// The agent's webhook answered 410 Gone: it is disabled (no event is queued or sent
-    /// until its URL is set again) and every event still pending for it fails. Returns those
-    /// events (the one that got the 410 among them), or nothing when another attempt
+    /// until its URL is set again) and every event still waiting for it is given up. Returns
+    /// those events (the one that got the 410 among them), or nothing when another attempt
     /// disabled it first.
-    pub async fn disable_webhook(
-        &self,
-        agent_id: &str,
-        error: &str,
-        now_ms: i64,
-    ) -> Result<Vec<AgentEvent>> {
+    pub async fn disable_webhook(&self, agent_id: &str, now_ms: i64) -> Result<Vec<AgentEvent>> {
         transaction!(self, |tx| {
             let disabled = sqlx::query(
                 "UPDATE agent SET webhook_disabled_at = $2 \
@@ -208,12 +190,10 @@ impl Db {
                 Vec::new()
             } else {
                 sqlx::query_as::<_, AgentEvent>(concat!(
-                    "UPDATE agent_event SET state = 'failed', last_error = $2 \
-                     WHERE agent_id = $1 AND state = 'pending' RETURNING ",
+                    "DELETE FROM agent_event WHERE agent_id = $1 RETURNING ",
                     event_columns!()
                 ))
                 .bind(agent_id)
-                .bind(error)
                 .fetch_all(&mut *tx)
                 .await?
             }

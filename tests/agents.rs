@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ChatClient, TestApp, assert_error, spawn_app, spawn_app_with};
+use common::{TestApp, assert_error, spawn_app, spawn_app_with, user_socket};
 use performchat::config::Settings;
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -19,17 +19,6 @@ async fn agent_send(app: &TestApp, method: reqwest::Method, path: &str, body: Va
         .send()
         .await
         .unwrap()
-}
-
-/// A user's socket with their conversation open: (socket, conversation id).
-async fn user_socket(app: &TestApp, user: &str) -> (ChatClient, String) {
-    let token = app.token_for(user).await;
-    let (mut socket, _) = ChatClient::ready(&app.ws_url(), &token).await;
-    socket.send(json!({"type": "open", "id": "o"})).await;
-    let opened = socket.next().await;
-    assert_eq!(opened["type"], "conversation", "{opened}");
-    let id = opened["conversation"]["id"].as_str().unwrap().to_owned();
-    (socket, id)
 }
 
 /// Starts a streamed reply with `text`; returns the message.

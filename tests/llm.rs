@@ -6,20 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ChatClient, FakeLlm, LlmReply, Server, TestApp, cli_json, content, spawn_app};
+use common::{
+    ChatClient, FakeLlm, LlmReply, Server, TestApp, audit_events_of, cli_json,
+    cli_json_off_runtime, content, frames_until, is_state, say, spawn_app, user_socket,
+};
 use serde_json::{Value, json};
-
-/// Runs the CLI off the test's runtime, which is the in-process server's.
-async fn run_cli_json(url: &str, args: &[&str]) -> Value {
-    let (url, args): (String, Vec<String>) =
-        (url.into(), args.iter().map(|a| a.to_string()).collect());
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli_json(&url, &args)
-    })
-    .await
-    .unwrap()
-}
 
 /// The test app with its agent made an `openai` agent of a fake endpoint by the CLI.
 async fn llm_app(extra: &[&str]) -> (TestApp, FakeLlm) {
@@ -42,78 +33,16 @@ async fn llm_app(extra: &[&str]) -> (TestApp, FakeLlm) {
         prompt.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let updated = run_cli_json(&app.test_db.url, &args).await;
+    let updated = cli_json_off_runtime(&app.test_db.url, &args).await;
     assert_eq!(updated["kind"], "openai", "{updated}");
     app.synced().await;
     (app, llm)
-}
-
-async fn user_socket(app: &TestApp, user: &str) -> (ChatClient, String) {
-    let token = app.token_for(user).await;
-    let (mut socket, _) = ChatClient::ready(&app.ws_url(), &token).await;
-    socket.send(json!({"type": "open", "id": "o"})).await;
-    let opened = socket.next().await;
-    let id = opened["conversation"]["id"].as_str().unwrap().to_owned();
-    (socket, id)
-}
-
-async fn say(socket: &mut ChatClient, conversation: &str, client_id: &str, text: &str) {
-    socket
-        .send(
-            json!({"type": "send", "id": client_id, "conversationId": conversation,
-                     "clientMessageId": client_id, "text": text}),
-        )
-        .await;
-}
-
-/// Frames up to and including the first that `last` accepts, each with when it came.
-async fn frames_until(
-    socket: &mut ChatClient,
-    last: impl Fn(&Value) -> bool,
-) -> Vec<(Instant, Value)> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = socket.next().await;
-        let done = last(&frame);
-        frames.push((Instant::now(), frame));
-        if done {
-            return frames;
-        }
-    }
 }
 
 fn is_final_agent_message(f: &Value) -> bool {
     f["type"] == "message"
         && f["message"]["sender"]["kind"] == "agent"
         && f["message"]["status"] != "streaming"
-}
-
-fn is_state(f: &Value, state: &str) -> bool {
-    f["type"] == "agent_state" && f["state"] == state
-}
-
-async fn audit(app: &TestApp, kind: &str, n: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let res = app
-            .client
-            .get(app.url("/rest/v1/audit?limit=1000"))
-            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-            .send()
-            .await
-            .unwrap();
-        let events: Vec<Value> = res.json::<Value>().await.unwrap()["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == kind)
-            .cloned()
-            .collect();
-        if events.len() >= n {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {n} {kind} events");
 }
 
 async fn history(app: &TestApp, conversation: &str) -> Vec<Value> {
@@ -203,7 +132,7 @@ async fn a_reply_streams_to_the_user_coalesced_and_completes_with_its_usage() {
     assert_eq!(last["status"], "complete");
     assert_eq!(last["text"], words.concat());
 
-    let replies = audit(&app, "llm.reply", 1).await;
+    let replies = audit_events_of(&app, "llm.reply", 1).await;
     assert_eq!(replies[0]["outcome"], "ok");
     let detail = replies[0]["detail"].as_str().unwrap();
     assert!(
@@ -368,7 +297,7 @@ async fn failures_end_the_reply_failed_with_its_text_and_hand_the_user_to_a_pers
         let handoff = frames.iter().position(|(_, f)| is_state(f, "handoff"));
         assert!(error.is_some() && handoff > error, "{user}: {frames:#?}");
     }
-    let replies = audit(&app, "llm.reply", 3).await;
+    let replies = audit_events_of(&app, "llm.reply", 3).await;
     let mut outcomes: Vec<_> = replies
         .iter()
         .map(|e| e["outcome"].as_str().unwrap())
@@ -396,7 +325,7 @@ async fn without_handoff_on_failure_the_agent_keeps_the_conversation() {
         .find(|(_, f)| f["type"] == "message" && f["message"]["status"] == "failed")
         .expect("the reply failed");
     assert_eq!(failed.1["message"]["text"], "Thinking");
-    let stalled = audit(&app, "llm.reply", 1).await;
+    let stalled = audit_events_of(&app, "llm.reply", 1).await;
     assert_eq!(stalled[0]["outcome"], "timeout");
     let res = app
         .client

@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Answer, ChatClient, Delivery, Server, TestApp, WebhookReceiver, assert_error, cli, cli_json,
-    spawn_app,
+    Answer, ChatClient, Delivery, Server, TestApp, WebhookReceiver, assert_error, audit_events_of,
+    cli_json, cli_json_off_runtime, cli_off_runtime, frames_until, is_message_from, is_state, say,
+    spawn_app, user_socket,
 };
 use serde_json::{Value, json};
 
@@ -25,7 +26,7 @@ async fn bot_app() -> Bot {
     let app = spawn_app().await;
     let rx = WebhookReceiver::start().await;
     let agent = &app.tenant.agent;
-    let updated = run_cli_json(
+    let updated = cli_json_off_runtime(
         &app.test_db.url,
         &[
             "agent",
@@ -46,109 +47,12 @@ async fn bot_app() -> Bot {
     Bot { app, rx, secret }
 }
 
-/// Runs the CLI off the test's runtime, which is the in-process server's: a CLI blocking it
-/// could wait on a database lock the server holds across an await.
-async fn run_cli_json(url: &str, args: &[&str]) -> Value {
-    let (url, args): (String, Vec<String>) =
-        (url.into(), args.iter().map(|a| a.to_string()).collect());
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli_json(&url, &args)
-    })
-    .await
-    .unwrap()
-}
-
-async fn run_cli(url: &str, args: &[&str]) -> String {
-    let (url, args): (String, Vec<String>) =
-        (url.into(), args.iter().map(|a| a.to_string()).collect());
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&url, &args)
-    })
-    .await
-    .unwrap()
-}
-
 /// Verifies a delivery as any Standard Webhooks receiver would.
 fn verify(secret: &str, d: &Delivery) {
     standardwebhooks::Webhook::new(secret)
         .unwrap()
         .verify(&d.body, &d.headers)
         .unwrap_or_else(|e| panic!("{e:?}: {:?}", d.headers));
-}
-
-/// A user's socket with their conversation open: (socket, conversation id).
-async fn user_socket(app: &TestApp, user: &str) -> (ChatClient, String) {
-    let token = app.token_for(user).await;
-    let (mut socket, _) = ChatClient::ready(&app.ws_url(), &token).await;
-    socket.send(json!({"type": "open", "id": "o"})).await;
-    let opened = socket.next().await;
-    assert_eq!(opened["type"], "conversation", "{opened}");
-    let id = opened["conversation"]["id"].as_str().unwrap().to_owned();
-    (socket, id)
-}
-
-async fn say(socket: &mut ChatClient, conversation: &str, client_id: &str, text: &str) {
-    socket
-        .send(
-            json!({"type": "send", "id": client_id, "conversationId": conversation,
-                     "clientMessageId": client_id, "text": text}),
-        )
-        .await;
-}
-
-/// Frames up to and including the first that `last` accepts.
-async fn frames_until(socket: &mut ChatClient, last: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = socket.next().await;
-        let done = last(&frame);
-        frames.push(frame);
-        if done {
-            return frames;
-        }
-    }
-}
-
-fn is_state(frame: &Value, state: &str) -> bool {
-    frame["type"] == "agent_state" && frame["state"] == state
-}
-
-fn is_message_from(frame: &Value, kind: &str) -> bool {
-    frame["type"] == "message" && frame["message"]["sender"]["kind"] == kind
-}
-
-/// The company's audit events of one kind, once there are at least `n` (the trail is
-/// written in the background).
-async fn audit_at_least(app: &TestApp, kind: &str, n: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let events = audit(app, kind).await;
-        if events.len() >= n {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {n} {kind} events in the audit trail");
-}
-
-/// The company's audit events of one kind.
-async fn audit(app: &TestApp, kind: &str) -> Vec<Value> {
-    let res = app
-        .client
-        .get(app.url("/rest/v1/audit?limit=1000"))
-        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json::<Value>().await.unwrap()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
 }
 
 #[tokio::test]
@@ -194,20 +98,23 @@ async fn a_users_message_reaches_the_bot_signed_and_its_answer_reaches_the_user(
         is_message_from(f, "agent") && f["message"]["text"] == "It ships today."
     })
     .await;
-    let thinking = frames.iter().position(|f| is_state(f, "thinking"));
+    let thinking = frames.iter().position(|(_, f)| is_state(f, "thinking"));
     let first = frames
         .iter()
-        .position(|f| is_message_from(f, "agent"))
+        .position(|(_, f)| is_message_from(f, "agent"))
         .unwrap();
     assert!(thinking.is_some_and(|t| t < first), "{frames:#?}");
-    assert_eq!(frames[first]["message"]["text"], "Let me check.");
-    assert_eq!(frames[first]["message"]["sender"]["name"], "Support Agent");
+    assert_eq!(frames[first].1["message"]["text"], "Let me check.");
     assert_eq!(
-        frames[first]["message"]["clientMessageId"],
+        frames[first].1["message"]["sender"]["name"],
+        "Support Agent"
+    );
+    assert_eq!(
+        frames[first].1["message"]["clientMessageId"],
         format!("{}.0", created.id())
     );
 
-    let attempts = audit_at_least(&bot.app, "webhook.attempt", 2).await;
+    let attempts = audit_events_of(&bot.app, "webhook.attempt", 2).await;
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
     assert!(
         attempts.iter().all(|e| e["outcome"] == "ok"),
@@ -281,10 +188,12 @@ async fn a_failing_webhook_is_retried_with_the_same_id_then_a_person_takes_over(
 
     // After the last one the user is told, and the conversation waits for a person.
     let frames = frames_until(&mut socket, |f| is_message_from(f, "system")).await;
-    let error = frames.iter().position(|f| is_state(f, "error"));
-    let handoff = frames.iter().position(|f| is_state(f, "handoff"));
+    let error = frames.iter().position(|(_, f)| is_state(f, "error"));
+    let handoff = frames.iter().position(|(_, f)| is_state(f, "handoff"));
     assert!(error.is_some_and(|e| handoff > Some(e)), "{frames:#?}");
-    let told = frames.last().unwrap()["message"]["text"].as_str().unwrap();
+    let told = frames.last().unwrap().1["message"]["text"]
+        .as_str()
+        .unwrap();
     assert!(told.contains("connected to a person"), "{told}");
     let res = bot
         .app
@@ -300,7 +209,7 @@ async fn a_failing_webhook_is_retried_with_the_same_id_then_a_person_takes_over(
     let waiting = res.json::<Value>().await.unwrap();
     assert_eq!(waiting["conversations"][0]["id"], conversation.as_str());
 
-    let attempts: Vec<_> = audit_at_least(&bot.app, "webhook.attempt", 7)
+    let attempts: Vec<_> = audit_events_of(&bot.app, "webhook.attempt", 7)
         .await
         .into_iter()
         .filter(|e| e["detail"].as_str().unwrap().starts_with(first.id()))
@@ -325,23 +234,29 @@ async fn a_410_disables_the_webhook_until_its_url_is_set_again() {
     say(&mut socket, &conversation, "c1", "Anyone there?").await;
     bot.rx.next().await;
     let frames = frames_until(&mut socket, |f| is_message_from(f, "system")).await;
-    assert!(frames.iter().any(|f| is_state(f, "error")), "{frames:#?}");
-    assert!(frames.iter().any(|f| is_state(f, "handoff")), "{frames:#?}");
+    assert!(
+        frames.iter().any(|(_, f)| is_state(f, "error")),
+        "{frames:#?}"
+    );
+    assert!(
+        frames.iter().any(|(_, f)| is_state(f, "handoff")),
+        "{frames:#?}"
+    );
 
-    let agents = run_cli_json(
+    let agents = cli_json_off_runtime(
         &bot.app.test_db.url,
         &["agent", "list", "--company", &bot.app.tenant.company],
     )
     .await;
     assert!(agents[0]["webhookDisabledAt"].is_string(), "{agents}");
-    let listed = run_cli(
+    let listed = cli_off_runtime(
         &bot.app.test_db.url,
         &["agent", "list", "--company", &bot.app.tenant.company],
     )
     .await;
     assert!(listed.contains("disabled"), "{listed}");
     assert_eq!(
-        audit_at_least(&bot.app, "agent.webhook_disabled", 1)
+        audit_events_of(&bot.app, "agent.webhook_disabled", 1)
             .await
             .len(),
         1
@@ -353,7 +268,7 @@ async fn a_410_disables_the_webhook_until_its_url_is_set_again() {
 
     // Set again, it hears of the next message, though a person handles the conversation:
     // the bot's answer is not delivered, and its REST reply is refused.
-    run_cli(
+    cli_off_runtime(
         &bot.app.test_db.url,
         &[
             "agent",
@@ -372,7 +287,7 @@ async fn a_410_disables_the_webhook_until_its_url_is_set_again() {
     let event = bot.rx.next().await;
     verify(&bot.secret, &event);
     assert_eq!(event.json()["data"]["message"]["text"], "Still there?");
-    let ignored = audit_at_least(&bot.app, "webhook.answer_ignored", 1).await;
+    let ignored = audit_events_of(&bot.app, "webhook.answer_ignored", 1).await;
     assert_eq!(ignored[0]["outcome"], "not_delivered");
     let res = bot
         .app
@@ -411,7 +326,7 @@ async fn a_410_disables_the_webhook_until_its_url_is_set_again() {
 #[tokio::test]
 async fn rolled_secrets_sign_side_by_side_until_the_old_ones_expire() {
     let mut bot = bot_app().await;
-    let rolled = run_cli_json(
+    let rolled = cli_json_off_runtime(
         &bot.app.test_db.url,
         &[
             "agent",
@@ -485,7 +400,7 @@ async fn the_cli_refuses_a_webhook_agent_without_a_url_and_a_url_for_a_human_age
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
-    let created = run_cli_json(
+    let created = cli_json_off_runtime(
         url,
         &[
             "agent",
@@ -508,7 +423,7 @@ async fn the_cli_refuses_a_webhook_agent_without_a_url_and_a_url_for_a_human_age
             .unwrap()
             .starts_with("whsec_")
     );
-    let listed = run_cli(url, &["agent", "list", "--company", &app.tenant.company]).await;
+    let listed = cli_off_runtime(url, &["agent", "list", "--company", &app.tenant.company]).await;
     assert!(listed.contains("\thuman\tSupport Agent"), "{listed}");
     assert!(
         listed.contains("\twebhook\tBot\thttps://bot.example.com/hook"),
@@ -640,7 +555,7 @@ async fn the_readmes_python_bot_verifies_our_requests_and_answers() {
     let bot_url = format!("http://127.0.0.1:{port}/");
 
     let app = spawn_app().await;
-    let updated = run_cli_json(
+    let updated = cli_json_off_runtime(
         &app.test_db.url,
         &[
             "agent",
@@ -695,8 +610,11 @@ async fn the_readmes_python_bot_verifies_our_requests_and_answers() {
     let (mut socket, conversation) = user_socket(&app, "alan").await;
     say(&mut socket, &conversation, "c1", "ping?").await;
     let frames = frames_until(&mut socket, |f| is_message_from(f, "agent")).await;
-    assert_eq!(frames.last().unwrap()["message"]["text"], "You said: ping?");
-    let attempts = audit_at_least(&app, "webhook.attempt", 2).await;
+    assert_eq!(
+        frames.last().unwrap().1["message"]["text"],
+        "You said: ping?"
+    );
+    let attempts = audit_events_of(&app, "webhook.attempt", 2).await;
     assert!(
         attempts.iter().all(|e| e["outcome"] == "ok"),
         "{attempts:#?}"

@@ -347,19 +347,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 fn http_failure(e: &reqwest::Error) -> Failure {
-    let mut cause = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    let outcome = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
+    let (outcome, cause) = super::http_error(e);
     Failure::new(outcome, cause)
 }
 

@@ -105,6 +105,26 @@ pub(crate) async fn audit(
         .await
 }
 
+/// What an outgoing request's failure was (`timeout`, `connect` or `request`) and its root
+/// cause (refused, reset, a TLS failure), from the error's chain: not `reqwest`'s own text,
+/// which holds the URL.
+pub(crate) fn http_error(e: &reqwest::Error) -> (&'static str, String) {
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    let mut cause = code.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    (code, cause)
+}
+
 /// Checks a webhook or LLM endpoint URL as an operator gives it: absolute, `http` or
 /// `https`, with a host.
 pub fn check_url(url: &str) -> Result<(), String> {

@@ -196,24 +196,7 @@ async fn post(
 }
 
 fn failed(e: &reqwest::Error) -> Answer {
-    let code = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
-    // The error's chain names the cause (refused, reset, a TLS failure) but not the URL,
-    // which `reqwest` puts in its own text: the audit detail says which event it was.
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    if cause.is_empty() {
-        cause = code.to_owned();
-    }
+    let (code, cause) = super::http_error(e);
     Answer::Failed(code, cause)
 }
 

@@ -1061,3 +1061,98 @@ impl FakeLlm {
         tokio::time::timeout(within, self.got.recv()).await.is_err()
     }
 }
+
+/// The CLI run off the test's runtime, which is the in-process server's: a CLI blocking it
+/// could wait on a database lock the server holds across an await. Its stdout.
+pub async fn cli_off_runtime(database_url: &str, args: &[&str]) -> String {
+    let url = database_url.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&url, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// [`cli_off_runtime`] with `--json`, parsed.
+pub async fn cli_json_off_runtime(database_url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&cli_off_runtime(database_url, &all).await).unwrap()
+}
+
+/// A user's socket with their conversation open: (socket, conversation id).
+pub async fn user_socket(app: &TestApp, user: &str) -> (ChatClient, String) {
+    let token = app.token_for(user).await;
+    let (mut socket, _) = ChatClient::ready(&app.ws_url(), &token).await;
+    socket.send(json!({"type": "open", "id": "o"})).await;
+    let opened = socket.next().await;
+    assert_eq!(opened["type"], "conversation", "{opened}");
+    let id = opened["conversation"]["id"].as_str().unwrap().to_owned();
+    (socket, id)
+}
+
+/// Sends a user message (`client_id` as its `clientMessageId` and its frame's `id`).
+pub async fn say(socket: &mut ChatClient, conversation: &str, client_id: &str, text: &str) {
+    socket
+        .send(
+            json!({"type": "send", "id": client_id, "conversationId": conversation,
+                     "clientMessageId": client_id, "text": text}),
+        )
+        .await;
+}
+
+/// Frames up to and including the first that `last` accepts, each with when it came.
+pub async fn frames_until(
+    socket: &mut ChatClient,
+    last: impl Fn(&Value) -> bool,
+) -> Vec<(std::time::Instant, Value)> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = socket.next().await;
+        let done = last(&frame);
+        frames.push((std::time::Instant::now(), frame));
+        if done {
+            return frames;
+        }
+    }
+}
+
+/// An `agent_state` frame saying `state`.
+pub fn is_state(frame: &Value, state: &str) -> bool {
+    frame["type"] == "agent_state" && frame["state"] == state
+}
+
+/// A `message` frame from a sender of this kind.
+pub fn is_message_from(frame: &Value, kind: &str) -> bool {
+    frame["type"] == "message" && frame["message"]["sender"]["kind"] == kind
+}
+
+/// The company's audit events of one kind, once there are at least `n` (the trail is
+/// written in the background).
+pub async fn audit_events_of(app: &TestApp, kind: &str, n: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let res = app
+            .client
+            .get(app.url("/rest/v1/audit?limit=1000"))
+            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        events = res.json::<Value>().await.unwrap()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} {kind} events in the audit trail: {events:#?}");
+}

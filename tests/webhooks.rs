@@ -620,3 +620,43 @@ async fn the_readmes_python_bot_verifies_our_requests_and_answers() {
         "{attempts:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_bot_that_answers_handoff_hands_the_conversation_to_a_person() {
+    let mut bot = bot_app().await;
+    bot.rx.answer([
+        Answer::Status(200, json!({})),
+        Answer::Status(
+            200,
+            json!({"replies": [{"text": "A colleague will take over."}], "handoff": true}),
+        ),
+    ]);
+    let (mut socket, conversation) = user_socket(&bot.app, "katherine").await;
+    bot.rx.next().await;
+    say(&mut socket, &conversation, "c1", "I want a refund").await;
+    bot.rx.next().await;
+    let frames = frames_until(&mut socket, |f| is_message_from(f, "system")).await;
+    let reply = frames
+        .iter()
+        .position(|(_, f)| is_message_from(f, "agent"))
+        .expect("the bot's reply");
+    let handoff = frames.iter().position(|(_, f)| is_state(f, "handoff"));
+    assert!(
+        handoff > Some(reply),
+        "its reply, then the handoff: {frames:#?}"
+    );
+    let res = bot
+        .app
+        .client
+        .get(
+            bot.app
+                .url("/rest/v1/agent/conversations?status=waiting_human"),
+        )
+        .basic_auth(&bot.app.tenant.key_id, Some(&bot.app.tenant.key_secret))
+        .send()
+        .await
+        .unwrap();
+    let waiting = res.json::<Value>().await.unwrap();
+    assert_eq!(waiting["conversations"][0]["id"], conversation.as_str());
+    assert_eq!(waiting["conversations"][0]["handler"], "waiting_human");
+}

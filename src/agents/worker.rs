@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::AgentKind;
 use crate::app::AppState;
 use crate::db::AgentEvent;
 
@@ -97,11 +98,14 @@ pub async fn run(state: AppState, stop: CancellationToken) {
 async fn attempt(state: &AppState, event: &AgentEvent) {
     let outcome = async {
         let agent = state.db.find_agent_by_id(&event.agent_id).await?;
-        match agent {
-            Some(a) if a.kind == "openai" && event.kind == "message.created" => {
+        let Some(a) = agent else {
+            return no_longer(state, event).await;
+        };
+        match AgentKind::of(&a.kind) {
+            Some(AgentKind::Openai) if event.kind == "message.created" => {
                 super::llm::answer(state, event, &a).await
             }
-            Some(a) if a.kind == "webhook" && a.webhook_disabled_at.is_none() => {
+            Some(AgentKind::Webhook) if a.webhook_disabled_at.is_none() => {
                 match a.webhook_url.clone() {
                     Some(url) => super::webhook::deliver(state, event, &a, &url).await,
                     None => no_longer(state, event).await,

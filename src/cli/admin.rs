@@ -4,6 +4,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use super::Output;
+use crate::agents::AgentKind;
 use crate::auth::KeySecret;
 use crate::auth::api_key::new_key_id;
 use crate::clock::{Clock, rfc3339_ms};
@@ -111,9 +112,9 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
             llm,
         } => {
             let id = id_or_new("agent", "agent", id)?;
-            check_kind(kind.as_str(), webhook_url.as_deref(), None)?;
+            check_kind(kind, webhook_url.as_deref(), None)?;
             let prompt = read_prompt(&llm)?;
-            let llm = check_llm(kind.as_str(), &llm, prompt.as_deref(), None)?;
+            let llm = check_llm(kind, &llm, prompt.as_deref(), None)?;
             let new = NewAgent {
                 id: &id,
                 company_id: &company,
@@ -156,10 +157,9 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
             let Some(current) = db.find_agent_by_id(&id).await? else {
                 bail!("no agent {id:?}");
             };
-            let kind: &str = match kind {
-                Some(kind) => kind.as_str(),
-                None => &current.kind,
-            };
+            let kind = kind
+                .or_else(|| AgentKind::of(&current.kind))
+                .unwrap_or(AgentKind::Human);
             check_kind(kind, webhook_url.as_deref(), current.webhook_url.as_deref())?;
             let prompt = read_prompt(&llm)?;
             let llm = check_llm(kind, &llm, prompt.as_deref(), Some(&current))?;
@@ -167,7 +167,7 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
                 name: name.as_deref(),
                 active,
                 make_default: default,
-                kind: Some(kind),
+                kind: Some(kind.as_str()),
                 webhook_url: webhook_url.as_deref(),
                 llm,
             };
@@ -229,12 +229,13 @@ pub async fn agent(db: &Db, cmd: AgentCommand, out: Output) -> anyhow::Result<()
 }
 
 fn describe_agent(a: &Agent) -> String {
+    let kind = AgentKind::of(&a.kind);
     let webhook = match (&a.webhook_url, a.webhook_disabled_at, &a.llm_model) {
-        (Some(url), None, _) if a.kind == "webhook" => format!("\t{url}"),
-        (Some(url), Some(at), _) if a.kind == "webhook" => {
+        (Some(url), None, _) if kind == Some(AgentKind::Webhook) => format!("\t{url}"),
+        (Some(url), Some(at), _) if kind == Some(AgentKind::Webhook) => {
             format!("\t{url} (disabled {}: it answered 410)", rfc3339_ms(at))
         }
-        (_, _, Some(model)) if a.kind == "openai" => format!(
+        (_, _, Some(model)) if kind == Some(AgentKind::Openai) => format!(
             "\t{model} at {}",
             a.llm_base_url.as_deref().unwrap_or_default()
         ),
@@ -272,15 +273,19 @@ fn print_agent(out: Output, done: &str, a: &Agent, secret: Option<&str>) {
 
 /// What a kind needs: a webhook agent a URL (given now or set before); a URL only a
 /// webhook agent.
-fn check_kind(kind: &str, new_url: Option<&str>, current_url: Option<&str>) -> anyhow::Result<()> {
+fn check_kind(
+    kind: AgentKind,
+    new_url: Option<&str>,
+    current_url: Option<&str>,
+) -> anyhow::Result<()> {
     if let Some(url) = new_url {
         crate::agents::check_url(url).map_err(anyhow::Error::msg)?;
     }
     match kind {
-        "webhook" if new_url.or(current_url).is_none() => {
+        AgentKind::Webhook if new_url.or(current_url).is_none() => {
             bail!("a webhook agent needs --webhook-url")
         }
-        "webhook" => Ok(()),
+        AgentKind::Webhook => Ok(()),
         _ if new_url.is_some() => {
             bail!("--webhook-url is for webhook agents: add --kind webhook")
         }
@@ -305,7 +310,7 @@ fn read_prompt(llm: &LlmArgs) -> anyhow::Result<Option<String>> {
 /// An `openai` agent needs an endpoint and a model (given now or set before); the LLM
 /// settings are only for `openai` agents.
 fn check_llm<'a>(
-    kind: &str,
+    kind: AgentKind,
     llm: &'a LlmArgs,
     prompt: Option<&'a str>,
     current: Option<&Agent>,
@@ -322,7 +327,7 @@ fn check_llm<'a>(
     }
     let has = |given: bool, set: Option<&Option<String>>| given || set.is_some_and(Option::is_some);
     match kind {
-        "openai" => {
+        AgentKind::Openai => {
             if !has(llm.llm_base_url.is_some(), current.map(|a| &a.llm_base_url)) {
                 bail!("an openai agent needs --llm-base-url");
             }

@@ -13,7 +13,7 @@ pub struct Agent {
     pub active: bool,
     /// Whether this is its company's default agent (derived from `company.default_agent_id`).
     pub is_default: bool,
-    /// What answers for it: `human` or `webhook` (see `agents::AgentKind`).
+    /// What answers for it: `human`, `webhook` or `openai` (see `agents::AgentKind`).
     pub kind: String,
     /// Where a `webhook` agent's events go.
     pub webhook_url: Option<String>,
@@ -59,7 +59,7 @@ pub struct NewAgent<'a> {
     pub active: bool,
     /// Make it its company's default (a company's first agent is, anyway).
     pub make_default: bool,
-    /// What answers for it: `human` or `webhook`.
+    /// What answers for it: `human`, `webhook` or `openai`.
     pub kind: &'a str,
     /// Where a `webhook` agent's events go.
     pub webhook_url: Option<&'a str>,
@@ -68,9 +68,9 @@ pub struct NewAgent<'a> {
 }
 
 /// The messages an `openai` agent sends as context by default.
-pub const LLM_HISTORY: i64 = 20;
+const LLM_HISTORY: i64 = 20;
 /// The longest wait for an LLM endpoint's next bytes by default.
-pub const LLM_TIMEOUT_MS: i64 = 30_000;
+const LLM_TIMEOUT_MS: i64 = 30_000;
 
 /// What `update_agent` may change; `None` leaves a field as it is.
 #[derive(Debug, Default)]

@@ -103,9 +103,7 @@ mod revoked_token;
 mod signing_key;
 mod user;
 
-pub use agent::{
-    Agent, AgentUpdate, LLM_HISTORY, LLM_TIMEOUT_MS, LlmUpdate, NewAgent, WebhookSecret,
-};
+pub use agent::{Agent, AgentUpdate, LlmUpdate, NewAgent, WebhookSecret};
 pub use agent_event::{AgentEvent, event_id_for_message};
 pub use api_key::{ApiKey, KeyPolicy};
 pub use audit::{AuditEvent, AuditQuery};

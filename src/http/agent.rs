@@ -318,7 +318,7 @@ pub async fn reply(
         && conversation.handler != Handler::Bot.as_str()
         && agent
             .as_ref()
-            .is_some_and(|a| a.kind != AgentKind::Human.as_str())
+            .is_some_and(|a| AgentKind::of(&a.kind) != Some(AgentKind::Human))
     {
         return Err(Error::HandledByPerson);
     }

@@ -59,13 +59,14 @@ async fn a_streamed_reply_reaches_the_user_in_deltas_then_whole() {
     assert_eq!(pushed["message"]["id"], id);
     assert_eq!(pushed["message"]["status"], "streaming");
 
-    for chunk in ["Hel", "lo", "\n", " world"] {
+    for (chunk, offset) in [("Hel", 0), ("lo", 3), ("\n", 5), (" world", 6)] {
         let res = grow(&app, &conversation, &id, json!({"append": chunk})).await;
         assert_eq!(res.status(), 200);
         let delta = socket.next().await;
         assert_eq!(
             delta,
-            json!({"type": "delta", "conversationId": conversation, "messageId": id, "text": chunk})
+            json!({"type": "delta", "conversationId": conversation, "messageId": id,
+                   "offset": offset, "text": chunk})
         );
     }
 

@@ -108,6 +108,7 @@ async fn a_reply_streams_to_the_user_coalesced_and_completes_with_its_usage() {
         .collect();
     for (_, delta) in &deltas {
         assert_eq!(delta["messageId"], id);
+        assert_eq!(delta["offset"], text.chars().count(), "{delta}");
         text.push_str(delta["text"].as_str().unwrap());
     }
     assert_eq!(text, words.concat(), "the deltas add up to the reply");
@@ -190,7 +191,15 @@ async fn a_socket_that_connects_mid_reply_sees_the_text_so_far_then_the_rest() {
     loop {
         let frame = late.next().await;
         if frame["type"] == "delta" {
-            text.push_str(frame["text"].as_str().unwrap());
+            // As the protocol says: keep only what is past the copy (the socket may have read
+            // the reply just after this chunk was stored, before its push came).
+            let offset = frame["offset"].as_u64().unwrap() as usize;
+            let have = text.chars().count();
+            assert!(
+                offset <= have,
+                "a gap: the copy has {have}, the delta starts at {offset}"
+            );
+            text.extend(frame["text"].as_str().unwrap().chars().skip(have - offset));
         }
         if is_final_agent_message(&frame) {
             assert_eq!(frame["message"]["text"], "One two three four");

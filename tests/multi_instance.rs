@@ -552,6 +552,9 @@ async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
             let frame = on_b.next().await;
             assert_eq!(frame["type"], "delta", "{frame}");
             assert_eq!(frame["messageId"], id.as_str());
+            // "Hi" came with the reply's start: each piece starts where the last ended.
+            let at = 2 + heard.chars().count();
+            assert_eq!(frame["offset"], at, "{frame}");
             heard.push_str(frame["text"].as_str().unwrap());
         }
         assert_eq!(heard, sent, "every chunk once, in order");

@@ -56,11 +56,12 @@ enum Note {
         ids: Ids,
         seq: i64,
     },
-    /// A chunk of a streamed reply (the party's sockets only).
+    /// A chunk of a streamed reply (the party's sockets only), `offset` characters into it.
     Delta {
         ids: Ids,
         seq: i64,
         message_id: String,
+        offset: usize,
         text: String,
     },
     /// A streamed reply finished (complete or failed): read it again.
@@ -328,7 +329,10 @@ pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, a
     let ids = Ids::from(conversation);
     let finished = message.status != "streaming";
     if !appended.is_empty() {
-        push_delta(state, &ids, message.seq, &message.id, appended);
+        // Where the chunk starts in the reply, in characters: a socket that read the reply
+        // after this chunk was stored (and then gets its push) knows it has it already.
+        let mut offset = message.text.chars().count() - appended.chars().count();
+        push_delta(state, &ids, message.seq, &message.id, offset, appended);
         for text in pieces(appended, DELTA_PIECE) {
             state.chat.fanout.note(
                 state,
@@ -336,9 +340,11 @@ pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, a
                     ids: ids.clone(),
                     seq: message.seq,
                     message_id: message.id.clone(),
+                    offset,
                     text: text.to_owned(),
                 },
             );
+            offset += text.chars().count();
         }
     }
     if finished {
@@ -353,10 +359,11 @@ pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, a
     }
 }
 
-fn push_delta(state: &AppState, ids: &Ids, seq: i64, message_id: &str, text: &str) {
+fn push_delta(state: &AppState, ids: &Ids, seq: i64, message_id: &str, offset: usize, text: &str) {
     let push = Arc::new(Push::Delta {
         conversation_id: ids.conversation_id.clone(),
         message_id: message_id.to_owned(),
+        offset,
         text: text.to_owned(),
     });
     state.chat.hub.to_party_after(
@@ -785,9 +792,10 @@ fn payloads(instance: &str, notes: impl Iterator<Item = Note>) -> Vec<String> {
                 ids,
                 seq,
                 message_id,
+                offset,
                 text,
             } => format!(
-                "d {ids} {seq} {message_id} {}",
+                "d {ids} {seq} {message_id} {offset} {}",
                 serde_json::Value::String(text)
             ),
             Note::Finished { ids, seq } => format!("f {ids} {seq}"),
@@ -896,14 +904,29 @@ fn heard(state: &AppState, payload: &str) {
     }
 }
 
-/// `<conversation> <user> <agent> <company> <seq> <messageId> <text as a JSON string>`.
+/// `<conversation> <user> <agent> <company> <seq> <messageId> <offset> <text as a JSON
+/// string>`.
 fn heard_delta(state: &AppState, line: &str) {
-    let fields: Vec<&str> = line.splitn(7, ' ').collect();
-    let [conversation, user, agent, company, seq, message_id, text] = fields.as_slice() else {
+    let fields: Vec<&str> = line.splitn(8, ' ').collect();
+    let [
+        conversation,
+        user,
+        agent,
+        company,
+        seq,
+        message_id,
+        offset,
+        text,
+    ] = fields.as_slice()
+    else {
         tracing::debug!("unreadable chat notification line");
         return;
     };
-    let (Ok(seq), Ok(text)) = (seq.parse::<i64>(), serde_json::from_str::<String>(text)) else {
+    let (Ok(seq), Ok(offset), Ok(text)) = (
+        seq.parse::<i64>(),
+        offset.parse::<usize>(),
+        serde_json::from_str::<String>(text),
+    ) else {
         tracing::debug!("unreadable chat notification line");
         return;
     };
@@ -913,7 +936,7 @@ fn heard_delta(state: &AppState, line: &str) {
         agent_id: (*agent).to_owned(),
         company_id: (*company).to_owned(),
     };
-    push_delta(state, &ids, seq, message_id, &text);
+    push_delta(state, &ids, seq, message_id, offset, &text);
 }
 
 #[cfg(test)]

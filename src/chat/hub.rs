@@ -27,10 +27,12 @@ pub enum Push {
         conversation_id: String,
         message: Message,
     },
-    /// A chunk appended to a streamed reply the party already has.
+    /// A chunk appended to a streamed reply the party already has, `offset` characters into
+    /// its text.
     Delta {
         conversation_id: String,
         message_id: String,
+        offset: usize,
         text: String,
     },
     ConversationClosed {

@@ -139,6 +139,7 @@ enum Out<'a> {
         conversation_id: &'a str,
         #[serde(rename = "messageId")]
         message_id: &'a str,
+        offset: usize,
         text: &'a str,
     },
     ConversationClosed {
@@ -583,10 +584,12 @@ impl Live<'_> {
             Push::Delta {
                 conversation_id,
                 message_id,
+                offset,
                 text,
             } => Out::Delta {
                 conversation_id,
                 message_id,
+                offset: *offset,
                 text,
             },
             Push::ConversationClosed { conversation_id } => {

@@ -227,12 +227,8 @@ async fn a_conversation_handed_to_a_person_waits_for_one_until_an_operator_repli
     };
     let waiting = async || {
         let res = app
-            .client
-            .get(app.url("/rest/v1/agent/conversations?status=waiting_human"))
-            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-            .send()
-            .await
-            .unwrap();
+            .company_get("/rest/v1/agent/conversations?status=waiting_human")
+            .await;
         assert_eq!(res.status(), 200);
         let page: Value = res.json().await.unwrap();
         page["conversations"]
@@ -302,13 +298,7 @@ async fn a_conversation_handed_to_a_person_waits_for_one_until_an_operator_repli
     // Each move is in the audit trail, in order.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let moves = loop {
-        let res = app
-            .client
-            .get(app.url("/rest/v1/audit?limit=1000"))
-            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-            .send()
-            .await
-            .unwrap();
+        let res = app.company_get("/rest/v1/audit?limit=1000").await;
         let page: Value = res.json().await.unwrap();
         let mut moves: Vec<String> = page["events"]
             .as_array()

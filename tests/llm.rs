@@ -47,14 +47,10 @@ fn is_final_agent_message(f: &Value) -> bool {
 
 async fn history(app: &TestApp, conversation: &str) -> Vec<Value> {
     let res = app
-        .client
-        .get(app.url(&format!(
+        .company_get(&format!(
             "/rest/v1/agent/conversations/{conversation}/messages"
-        )))
-        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     res.json::<Value>().await.unwrap()["messages"]
         .as_array()
         .unwrap()
@@ -337,12 +333,8 @@ async fn without_handoff_on_failure_the_agent_keeps_the_conversation() {
     let stalled = audit_events_of(&app, "llm.reply", 1).await;
     assert_eq!(stalled[0]["outcome"], "timeout");
     let res = app
-        .client
-        .get(app.url("/rest/v1/agent/conversations?status=waiting_human"))
-        .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-        .send()
-        .await
-        .unwrap();
+        .company_get("/rest/v1/agent/conversations?status=waiting_human")
+        .await;
     assert_eq!(
         res.json::<Value>().await.unwrap()["conversations"],
         json!([])

@@ -197,15 +197,8 @@ async fn a_failing_webhook_is_retried_with_the_same_id_then_a_person_takes_over(
     assert!(told.contains("connected to a person"), "{told}");
     let res = bot
         .app
-        .client
-        .get(
-            bot.app
-                .url("/rest/v1/agent/conversations?status=waiting_human"),
-        )
-        .basic_auth(&bot.app.tenant.key_id, Some(&bot.app.tenant.key_secret))
-        .send()
-        .await
-        .unwrap();
+        .company_get("/rest/v1/agent/conversations?status=waiting_human")
+        .await;
     let waiting = res.json::<Value>().await.unwrap();
     assert_eq!(waiting["conversations"][0]["id"], conversation.as_str());
 
@@ -303,14 +296,10 @@ async fn a_410_disables_the_webhook_until_its_url_is_set_again() {
     assert_error(res, 409, "handled_by_person", "a person handles").await;
     let history = bot
         .app
-        .client
-        .get(bot.app.url(&format!(
+        .company_get(&format!(
             "/rest/v1/agent/conversations/{conversation}/messages"
-        )))
-        .basic_auth(&bot.app.tenant.key_id, Some(&bot.app.tenant.key_secret))
-        .send()
+        ))
         .await
-        .unwrap()
         .json::<Value>()
         .await
         .unwrap();
@@ -647,15 +636,8 @@ async fn a_bot_that_answers_handoff_hands_the_conversation_to_a_person() {
     );
     let res = bot
         .app
-        .client
-        .get(
-            bot.app
-                .url("/rest/v1/agent/conversations?status=waiting_human"),
-        )
-        .basic_auth(&bot.app.tenant.key_id, Some(&bot.app.tenant.key_secret))
-        .send()
-        .await
-        .unwrap();
+        .company_get("/rest/v1/agent/conversations?status=waiting_human")
+        .await;
     let waiting = res.json::<Value>().await.unwrap();
     assert_eq!(waiting["conversations"][0]["id"], conversation.as_str());
     assert_eq!(waiting["conversations"][0]["handler"], "waiting_human");

@@ -257,6 +257,16 @@ impl TestApp {
         }
     }
 
+    /// A GET of the company side, with the main tenant's key pair as HTTP Basic credentials.
+    pub async fn company_get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .basic_auth(&self.tenant.key_id, Some(&self.tenant.key_secret))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The chat socket's URL.
     pub fn ws_url(&self) -> String {
         self.url("/rest/v1/chat/ws").replacen("http://", "ws://", 1)
@@ -1134,13 +1144,7 @@ pub fn is_message_from(frame: &Value, kind: &str) -> bool {
 pub async fn audit_events_of(app: &TestApp, kind: &str, n: usize) -> Vec<Value> {
     let mut events = Vec::new();
     for _ in 0..100 {
-        let res = app
-            .client
-            .get(app.url("/rest/v1/audit?limit=1000"))
-            .basic_auth(&app.tenant.key_id, Some(&app.tenant.key_secret))
-            .send()
-            .await
-            .unwrap();
+        let res = app.company_get("/rest/v1/audit?limit=1000").await;
         assert_eq!(res.status(), 200);
         events = res.json::<Value>().await.unwrap()["events"]
             .as_array()

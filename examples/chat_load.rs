@@ -648,9 +648,10 @@ async fn webhook(target: &Target, args: &Args) -> Value {
 }
 
 /// LLM replies: `--users` users each ask `--rounds` questions one after the other; the
-/// OpenAI-compatible endpoint served here streams each answer in five chunks 20 ms apart.
-/// Measured: from the moment the endpoint sends its first chunk to the arrival of the reply's
-/// first frame at the user's socket.
+/// OpenAI-compatible endpoint served here answers at once (headers and the role chunk, as
+/// OpenAI's does), sends the first words 50 ms later (the model's time to first token), then
+/// four more chunks 20 ms apart. Measured: from the moment the endpoint sends the first words
+/// to the arrival at the user's socket of the first frame that carries them.
 async fn llm(target: &Target, args: &Args) -> Value {
     type FirstChunks = Arc<Mutex<HashMap<String, Instant>>>;
     let users = args.number("users", 16);
@@ -673,18 +674,29 @@ async fn llm(target: &Target, args: &Args) -> Value {
                     json!({"choices": [{"index": 0, "delta": {"content": text}}]})
                 )
             };
-            let pieces: Vec<String> = ["Your ", "order ", "ships ", "today", "."]
-                .iter()
-                .map(|t| chunk(t))
+            let role = format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+            );
+            let pieces: Vec<String> = [role]
+                .into_iter()
+                .chain(
+                    ["Your ", "order ", "ships ", "today", "."]
+                        .iter()
+                        .map(|t| chunk(t)),
+                )
                 .chain(["data: [DONE]\n\n".to_owned()])
                 .collect();
             let body = stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| {
                 let (sent_first, asked) = (sent_first.clone(), asked.clone());
                 async move {
-                    if i == 0 {
-                        sent_first.lock().unwrap().insert(asked, Instant::now());
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    match i {
+                        0 => {}
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            sent_first.lock().unwrap().insert(asked, Instant::now());
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
                     Ok::<_, std::io::Error>(axum::body::Bytes::from(piece))
                 }
@@ -705,6 +717,8 @@ async fn llm(target: &Target, args: &Args) -> Value {
             let first_chunks = first_chunks.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut finished = std::collections::HashSet::new();
+                let mut repeats = 0;
                 for round in 0..rounds {
                     let question = format!("question {i}-{round}");
                     send(
@@ -716,9 +730,20 @@ async fn llm(target: &Target, args: &Args) -> Value {
                     let mut first = None;
                     loop {
                         let frame = next(&mut ws).await;
+                        if frame["type"] == "message"
+                            && frame["message"]["status"] == "complete"
+                            && !finished.insert(frame["message"]["id"].to_string())
+                        {
+                            // A reply's final form twice: counted, and not this round's end.
+                            repeats += 1;
+                            continue;
+                        }
                         let from_agent = frame["type"] == "message"
                             && frame["message"]["sender"]["kind"] == "agent";
-                        if from_agent && first.is_none() {
+                        // The reply's message starts empty; its words come in deltas.
+                        let words = (from_agent && frame["message"]["text"] != "")
+                            || (frame["type"] == "delta" && frame["text"] != "");
+                        if words && first.is_none() {
                             first = Some(Instant::now());
                         }
                         if from_agent && frame["message"]["status"] == "complete" {
@@ -730,14 +755,17 @@ async fn llm(target: &Target, args: &Args) -> Value {
                         latencies.push(first - sent);
                     }
                 }
-                latencies
+                (latencies, repeats)
             })
         })
         .collect();
-    let mut latencies = Vec::new();
+    let (mut latencies, mut repeated) = (Vec::new(), 0);
     for t in tasks {
-        latencies.extend(t.await.unwrap());
+        let (each, repeats) = t.await.unwrap();
+        latencies.extend(each);
+        repeated += repeats;
     }
     json!({"scenario": "llm", "users": users, "rounds": rounds, "replies": latencies.len(),
-           "first_chunk_to_first_frame": percentiles(&mut latencies)})
+           "repeated_final_messages": repeated,
+           "first_words_to_user": percentiles(&mut latencies)})
 }

@@ -114,8 +114,9 @@ async fn a_reply_streams_to_the_user_coalesced_and_completes_with_its_usage() {
         deltas.len(),
         words.len() - 1
     );
-    let mut pushed: Vec<Instant> = vec![frames[started].0];
-    pushed.extend(deltas.iter().map(|(at, _)| *at));
+    // The reply's message starts empty when the endpoint answers; its words come as deltas.
+    assert_eq!(frames[started].1["message"]["text"], "", "{frames:#?}");
+    let pushed: Vec<Instant> = deltas.iter().map(|(at, _)| *at).collect();
     for pair in pushed.windows(2) {
         // The socket reads them as they come; a little slack for this machine's scheduler.
         assert!(
@@ -128,6 +129,22 @@ async fn a_reply_streams_to_the_user_coalesced_and_completes_with_its_usage() {
     assert_eq!(last["id"], id);
     assert_eq!(last["status"], "complete");
     assert_eq!(last["text"], words.concat());
+    let usage = json!({"promptTokens": 11, "completionTokens": 9});
+    assert_eq!(
+        last["usage"], usage,
+        "the final message has the token usage"
+    );
+    let stored = history(&app, &conversation).await;
+    let reply = stored.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(reply["usage"], usage, "{reply}");
+    let asked = stored
+        .iter()
+        .find(|m| m["sender"]["kind"] == "user")
+        .unwrap();
+    assert!(
+        asked.get("usage").is_none(),
+        "only replies with a usage have one: {asked}"
+    );
 
     let replies = audit_events_of(&app, "llm.reply", 1).await;
     assert_eq!(replies[0]["outcome"], "ok");
@@ -167,7 +184,15 @@ async fn a_socket_that_connects_mid_reply_sees_the_text_so_far_then_the_rest() {
         f["type"] == "message" && f["message"]["status"] == "streaming"
     })
     .await;
+    // 400 ms in: two words pushed, none stored yet (a reply is stored every 500 ms), so
+    // what a reader gets now comes from what was pushed.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    let read = history(&app, &conversation).await;
+    let mid = read
+        .iter()
+        .find(|m| m["sender"]["kind"] == "agent")
+        .unwrap();
+    assert!(mid["text"].as_str().unwrap().starts_with("One"), "{mid}");
     let (mut late, _) = ChatClient::ready(&app.ws_url(), &token).await;
     late.send(json!({"type": "open", "id": "o"})).await;
     let opened = late.next().await;

@@ -25,8 +25,10 @@ use crate::chat::{self, Finish};
 use crate::db::{Agent, AgentEvent, Conversation, Handler, Message, Window};
 use crate::error::Result;
 
-/// At most one write and one `delta` per this long per reply.
+/// At most one `delta` per this long per reply.
 const COALESCE: Duration = Duration::from_millis(50);
+/// How often the text pushed is stored, at most (the floor is once a second).
+const CHECKPOINT: Duration = Duration::from_millis(500);
 /// How often a streaming reply renews its claim on the event.
 const RENEW_LEASE: Duration = Duration::from_secs(5);
 /// Attempts a message gets when the endpoint answers 429 before any text.
@@ -152,7 +154,7 @@ pub(super) async fn answer(state: &AppState, event: &AgentEvent, agent: &Agent) 
     let model = agent.llm_model.as_deref().unwrap_or_default();
     match streamed {
         Ok(usage) if reply.has_text() => {
-            reply.finish(Finish::Complete).await?;
+            reply.finish(Finish::Complete, usage).await?;
             let (prompt, completion) = usage.unwrap_or((0, 0));
             state.metrics.llm_reply("complete", prompt, completion);
             let detail = format!(
@@ -214,7 +216,7 @@ async fn failed(
     }
     tracing::warn!(event = %event.id, agent = %agent.id, outcome = failure.outcome, "LLM reply failed");
     state.metrics.llm_reply("failed", 0, 0);
-    reply.finish(Finish::Failed).await?;
+    reply.finish(Finish::Failed, None).await?;
     chat::agent_failed(state, &conversation.id, agent.handoff_on_failure).await?;
     state.agents.done(event.n);
     Ok(())
@@ -290,15 +292,21 @@ async fn stream(
         }
         return Err(failure);
     }
+    // Answered: the reply's message starts now, before the first words come.
+    reply.start().await.map_err(stored_failure)?;
     let mut parser = Parser::default();
     let mut usage = None;
     let mut renewed = Instant::now();
     loop {
-        let flush_at = reply.flush_due();
+        let (push_at, save_at) = (reply.push_due(), reply.save_due());
         let chunk = tokio::select! {
             chunk = tokio::time::timeout(timeout, response.chunk()) => chunk,
-            _ = sleep_until(flush_at), if flush_at.is_some() => {
+            _ = sleep_until(push_at), if push_at.is_some() => {
                 reply.flush().await.map_err(stored_failure)?;
+                continue;
+            }
+            _ = sleep_until(save_at), if save_at.is_some() => {
+                reply.save(None, None).await.map_err(stored_failure)?;
                 continue;
             }
         };
@@ -355,21 +363,24 @@ fn stored_failure(e: crate::error::Error) -> Failure {
     Failure::new("storage", format!("the reply could not be stored: {e}"))
 }
 
-/// A reply as it streams: the text not yet written (and pushed), the message it grows, and
-/// when it last grew.
+/// A reply as it streams: the message it grows (started, empty, when the endpoint answers),
+/// the text not pushed yet (coalesced), the text pushed but not stored yet, and when each
+/// last happened.
 struct Reply<'a> {
     state: &'a AppState,
     conversation: &'a Conversation,
     agent: &'a Agent,
     event: &'a AgentEvent,
     message: Option<Message>,
-    /// Characters in `message` (a reply longer than a message goes on in the next one).
+    /// Characters pushed into `message` (a reply longer than a message goes on in the next).
     chars: usize,
     total_chars: usize,
     /// Messages this reply took so far (past the longest a message may be).
     parts: usize,
     pending: String,
-    last_flush: Option<Instant>,
+    unsaved: String,
+    last_push: Option<Instant>,
+    last_save: Instant,
 }
 
 impl<'a> Reply<'a> {
@@ -389,7 +400,9 @@ impl<'a> Reply<'a> {
             total_chars: 0,
             parts: 0,
             pending: String::new(),
-            last_flush: None,
+            unsaved: String::new(),
+            last_push: None,
+            last_save: Instant::now(),
         }
     }
 
@@ -397,33 +410,62 @@ impl<'a> Reply<'a> {
         self.total_chars > 0 || !self.pending.trim().is_empty()
     }
 
-    /// When the text waiting must go: 50 ms after the last write (the first at once).
-    fn flush_due(&self) -> Option<Instant> {
+    /// Starts the reply's message, empty (the user's sockets show the agent answering), so
+    /// that its first words are pushed the moment they come, with no write before them.
+    async fn start(&mut self) -> Result<()> {
+        if self.message.is_some() {
+            return Ok(());
+        }
+        // One id per attempt and part: a retry after a crash starts a new message (the one
+        // cut off is failed by the stream timeout).
+        let id = format!("{}.a{}.{}", self.event.id, self.event.attempts, self.parts);
+        let id = ClientMessageId::parse(&id).expect("event ids are plain");
+        let empty = MessageText::chunk("text", "").expect("empty is a chunk");
+        let sent = chat::send(
+            self.state,
+            self.conversation,
+            SenderKind::Agent,
+            Some(&self.agent.name),
+            &id,
+            &empty,
+            true,
+        )
+        .await?;
+        self.message = Some(sent.message);
+        self.chars = 0;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// When the text waiting must be pushed: 50 ms after the last push (the first at once).
+    fn push_due(&self) -> Option<Instant> {
         if self.pending.is_empty() {
             return None;
         }
-        Some(
-            self.last_flush
-                .map_or_else(Instant::now, |at| at + COALESCE),
-        )
+        Some(self.last_push.map_or_else(Instant::now, |at| at + COALESCE))
     }
 
-    /// More text: written and pushed at once if nothing was for 50 ms, else with the next.
+    /// When the text pushed must be stored: a checkpoint after the last.
+    fn save_due(&self) -> Option<Instant> {
+        (!self.unsaved.is_empty()).then_some(self.last_save + CHECKPOINT)
+    }
+
+    /// More text: pushed at once if nothing was for 50 ms, else with the next.
     async fn push(&mut self, text: &str) -> Result<()> {
         // Carriage returns and other control characters are not message text.
         self.pending.extend(
             text.chars()
                 .filter(|c| !c.is_control() || *c == '\n' || *c == '\t'),
         );
-        if self.flush_due().is_some_and(|at| at <= Instant::now()) {
+        if self.push_due().is_some_and(|at| at <= Instant::now()) {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Writes and pushes the text waiting.
+    /// Pushes the text waiting to the user's sockets (stored at the next checkpoint).
     async fn flush(&mut self) -> Result<()> {
-        self.last_flush = Some(Instant::now());
+        self.last_push = Some(Instant::now());
         let mut text = std::mem::take(&mut self.pending);
         while !text.is_empty() {
             let room = MAX_TEXT_CHARS - self.chars;
@@ -433,11 +475,17 @@ impl<'a> Reply<'a> {
                 .map_or(text.len(), |(at, _)| at);
             let rest = text.split_off(cut);
             if !text.is_empty() {
-                self.write(&text, None).await?;
+                self.start().await?;
+                let message = self.message.as_ref().expect("started");
+                chat::stream_ahead(self.state, self.conversation, message, self.chars, &text);
+                let added = text.chars().count();
+                self.chars += added;
+                self.total_chars += added;
+                self.unsaved.push_str(&text);
             }
             if !rest.is_empty() {
                 // This message is full: it is complete, and the reply goes on in a new one.
-                self.write("", Some(Finish::Complete)).await?;
+                self.save(Some(Finish::Complete), None).await?;
                 self.message = None;
                 self.chars = 0;
                 self.parts += 1;
@@ -447,46 +495,35 @@ impl<'a> Reply<'a> {
         Ok(())
     }
 
-    /// Appends `text` to the reply's message (starting one if there is none), finishing it if
-    /// asked.
-    async fn write(&mut self, text: &str, finish: Option<Finish>) -> Result<()> {
-        let chunk = MessageText::chunk("text", text).expect("filtered and cut to fit");
-        let grown = match &self.message {
-            Some(message) => {
-                chat::grow(self.state, self.conversation, &message.id, &chunk, finish).await?
-            }
-            None => {
-                // One id per attempt and part: a retry after a crash starts a new message
-                // (the one cut off is failed by the stream timeout).
-                let id = format!("{}.a{}.{}", self.event.id, self.event.attempts, self.parts);
-                let id = ClientMessageId::parse(&id).expect("event ids are plain");
-                let sent = chat::send(
-                    self.state,
-                    self.conversation,
-                    SenderKind::Agent,
-                    Some(&self.agent.name),
-                    &id,
-                    &chunk,
-                    finish.is_none(),
-                )
-                .await?;
-                sent.message
-            }
+    /// Stores the text pushed since the last checkpoint, and ends the message as `finish`.
+    async fn save(&mut self, finish: Option<Finish>, usage: Option<(i64, i64)>) -> Result<()> {
+        self.last_save = Instant::now();
+        let Some(message) = &self.message else {
+            return Ok(());
         };
-        let added = text.chars().count();
-        self.chars += added;
-        self.total_chars += added;
-        self.message = Some(grown);
+        if self.unsaved.is_empty() && finish.is_none() {
+            return Ok(());
+        }
+        let unsaved = MessageText::chunk("text", &self.unsaved).expect("filtered and cut to fit");
+        let saved = chat::checkpoint(
+            self.state,
+            self.conversation,
+            &message.id,
+            &unsaved,
+            finish,
+            usage,
+        )
+        .await?;
+        self.unsaved.clear();
+        self.message = Some(saved);
         Ok(())
     }
 
-    /// Writes what waits and ends the message as `how` (nothing to end if no text came).
-    async fn finish(&mut self, how: Finish) -> Result<()> {
+    /// Pushes what waits, stores the rest and ends the message as `how` (with the token
+    /// usage, if the endpoint told it).
+    async fn finish(&mut self, how: Finish, usage: Option<(i64, i64)>) -> Result<()> {
         self.flush().await?;
-        if self.message.is_some() {
-            self.write("", Some(how)).await?;
-        }
-        Ok(())
+        self.save(Some(how), usage).await
     }
 }
 
@@ -505,6 +542,8 @@ mod tests {
             text: text.into(),
             status: "complete".into(),
             created_at: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
         }
     }
 

@@ -4,7 +4,7 @@ use super::rules::{ClientMessageId, MessageText, SenderKind};
 use crate::app::AppState;
 use crate::auth::jwt::Claims;
 use crate::db::{
-    Appended, AuditEvent, Conversation, ConversationQuery, Entity, Growth, Handler, Message,
+    Appended, AuditEvent, Conversation, ConversationQuery, Entity, Grow, Growth, Handler, Message,
     NewMessage, Side, StoreError, Window,
 };
 use crate::error::{Error, Result};
@@ -65,10 +65,11 @@ pub async fn open(state: &AppState, user: &ChatUser) -> Result<(Conversation, Ve
         // A webhook agent hears of it (if it is one, the event was queued with it).
         state.agents.wake();
     }
-    let (messages, _) = state
+    let (mut messages, _) = state
         .db
         .list_messages(&conversation.id, Window::Latest, OPEN_MESSAGES)
         .await?;
+    state.chat.live.fill(&mut messages);
     Ok((conversation, messages))
 }
 
@@ -132,10 +133,13 @@ pub async fn history(
     window: Window,
     limit: i64,
 ) -> Result<(Vec<Message>, bool)> {
-    Ok(state
+    let (mut messages, more) = state
         .db
         .list_messages(&conversation.id, window, limit)
-        .await?)
+        .await?;
+    // A streamed reply mid-way: with the text pushed since its last checkpoint.
+    state.chat.live.fill(&mut messages);
+    Ok((messages, more))
 }
 
 /// A stored message, and whether it had been stored before (the same clientMessageId).
@@ -235,7 +239,8 @@ impl Finish {
 }
 
 /// Appends `append` to a streamed reply of the conversation, and finishes it if asked. The
-/// chunk reaches the user's sockets as a `delta`; the finished reply as its final `message`.
+/// chunk is stored, then reaches the user's sockets as a `delta`; the finished reply as its
+/// final `message`.
 pub async fn grow(
     state: &AppState,
     conversation: &Conversation,
@@ -243,22 +248,63 @@ pub async fn grow(
     append: &MessageText,
     finish: Option<Finish>,
 ) -> Result<Message> {
-    let grown = state
+    let message = store_growth(state, conversation, message_id, append, finish, None).await?;
+    super::fanout::grown(state, conversation, &message, append.as_str());
+    Ok(message)
+}
+
+/// A streamed reply's text already pushed ([`stream_ahead`]) reaches the database: `unsaved`
+/// is appended (and the reply finished, with its token `usage`, if asked; its final
+/// `message` then reaches the user's sockets).
+pub async fn checkpoint(
+    state: &AppState,
+    conversation: &Conversation,
+    message_id: &str,
+    unsaved: &MessageText,
+    finish: Option<Finish>,
+    usage: Option<(i64, i64)>,
+) -> Result<Message> {
+    let message = store_growth(state, conversation, message_id, unsaved, finish, usage).await?;
+    super::fanout::grown(state, conversation, &message, "");
+    Ok(message)
+}
+
+/// Pushes the next `text` of a streamed reply (`offset` characters into it) to the user's
+/// sockets before it is stored: a reader mid-reply gets it from `ChatState::live` until a
+/// [`checkpoint`] stores it. For replies that stream faster than each piece can be stored
+/// (an LLM's): what a crash loses is the text since the last checkpoint, and the reply ends
+/// `failed` with the text stored.
+pub fn stream_ahead(
+    state: &AppState,
+    conversation: &Conversation,
+    message: &Message,
+    offset: usize,
+    text: &str,
+) {
+    super::fanout::delta(state, conversation, message, offset, text);
+}
+
+async fn store_growth(
+    state: &AppState,
+    conversation: &Conversation,
+    message_id: &str,
+    append: &MessageText,
+    finish: Option<Finish>,
+    usage: Option<(i64, i64)>,
+) -> Result<Message> {
+    let grow = Grow {
+        append: append.as_str(),
+        finish: finish.map(Finish::as_str),
+        usage,
+        max_chars: super::rules::MAX_TEXT_CHARS as i64,
+        now_ms: state.clock.now_ms(),
+    };
+    match state
         .db
-        .grow_message(
-            &conversation.id,
-            message_id,
-            append.as_str(),
-            finish.map(Finish::as_str),
-            super::rules::MAX_TEXT_CHARS as i64,
-            state.clock.now_ms(),
-        )
-        .await;
-    match grown {
-        Ok(Growth::Grew(message)) => {
-            super::fanout::grown(state, conversation, &message, append.as_str());
-            Ok(message)
-        }
+        .grow_message(&conversation.id, message_id, &grow)
+        .await
+    {
+        Ok(Growth::Grew(message)) => Ok(message),
         Ok(Growth::Finished(message)) => Err(Error::MessageNotStreaming(message.status)),
         Ok(Growth::TooLong) => Err(Error::invalid(format!(
             "append would make the message longer than {} characters",

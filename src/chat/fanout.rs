@@ -326,28 +326,14 @@ fn message_to_feeds(state: &AppState, company_id: &str, agent_id: &str, message:
 /// chunk to the user's sockets as a `delta`, the finished reply as its final `message`
 /// (to the company's feeds too), here and elsewhere.
 pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, appended: &str) {
-    let ids = Ids::from(conversation);
-    let finished = message.status != "streaming";
     if !appended.is_empty() {
         // Where the chunk starts in the reply, in characters: a socket that read the reply
         // after this chunk was stored (and then gets its push) knows it has it already.
-        let mut offset = message.text.chars().count() - appended.chars().count();
-        push_delta(state, &ids, message.seq, &message.id, offset, appended);
-        for text in pieces(appended, DELTA_PIECE) {
-            state.chat.fanout.note(
-                state,
-                Note::Delta {
-                    ids: ids.clone(),
-                    seq: message.seq,
-                    message_id: message.id.clone(),
-                    offset,
-                    text: text.to_owned(),
-                },
-            );
-            offset += text.chars().count();
-        }
+        let offset = message.text.chars().count() - appended.chars().count();
+        delta(state, conversation, message, offset, appended);
     }
-    if finished {
+    if message.status != "streaming" {
+        let ids = Ids::from(conversation);
         message_again(state, &ids.user_id, &ids.agent_id, message);
         // On SQLite the poll hands the finished reply to the feeds (this process's too), as
         // it does every new message.
@@ -359,7 +345,35 @@ pub fn grown(state: &AppState, conversation: &Conversation, message: &Message, a
     }
 }
 
+/// A streamed reply grew by `text`, `offset` characters into it: the chunk to the user's
+/// sockets as a `delta`, here and elsewhere.
+pub fn delta(
+    state: &AppState,
+    conversation: &Conversation,
+    message: &Message,
+    mut offset: usize,
+    text: &str,
+) {
+    let ids = Ids::from(conversation);
+    push_delta(state, &ids, message.seq, &message.id, offset, text);
+    for text in pieces(text, DELTA_PIECE) {
+        state.chat.fanout.note(
+            state,
+            Note::Delta {
+                ids: ids.clone(),
+                seq: message.seq,
+                message_id: message.id.clone(),
+                offset,
+                text: text.to_owned(),
+            },
+        );
+        offset += text.chars().count();
+    }
+}
+
 fn push_delta(state: &AppState, ids: &Ids, seq: i64, message_id: &str, offset: usize, text: &str) {
+    // Known here until stored or finished, for a reader mid-reply.
+    state.chat.live.grew(message_id, offset, text);
     let push = Arc::new(Push::Delta {
         conversation_id: ids.conversation_id.clone(),
         message_id: message_id.to_owned(),
@@ -377,6 +391,7 @@ fn push_delta(state: &AppState, ids: &Ids, seq: i64, message_id: &str, offset: u
 
 /// A message the user's sockets already have, in its new form (a finished stream).
 fn message_again(state: &AppState, user_id: &str, agent_id: &str, message: &Message) {
+    state.chat.live.finished(&message.id);
     let push = Arc::new(Push::Message {
         conversation_id: message.conversation_id.clone(),
         message: message.clone(),
@@ -603,7 +618,7 @@ async fn catch_up(state: AppState, job: CatchUp) {
         if cursor >= job.upto {
             return;
         }
-        let messages = match state
+        let mut messages = match state
             .db
             .list_messages(&job.conversation_id, Window::After(cursor), READ_BATCH)
             .await
@@ -619,6 +634,8 @@ async fn catch_up(state: AppState, job: CatchUp) {
         let Some(last) = messages.last().map(|m| m.seq) else {
             return;
         };
+        // A streamed reply mid-way: with the text pushed since its last checkpoint.
+        state.chat.live.fill(&mut messages);
         let now = state.clock.now_ms();
         let sqlite = state.db.backend() == Backend::Sqlite;
         for message in &messages {

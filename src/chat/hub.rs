@@ -698,6 +698,8 @@ mod tests {
             text: "hi".into(),
             status: "complete".into(),
             created_at: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
         }
     }
 

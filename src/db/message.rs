@@ -21,12 +21,16 @@ pub struct Message {
     /// `complete`, `streaming` or `failed`.
     pub status: String,
     pub created_at: i64,
+    /// An LLM's reply: the tokens of the prompt and of the reply, as the endpoint counted
+    /// them (set when the reply completes, if the endpoint said).
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
 }
 
 macro_rules! message_columns {
     () => {
         "id, conversation_id, seq, client_message_id, sender_kind, sender_name, text, status, \
-         created_at"
+         created_at, prompt_tokens, completion_tokens"
     };
 }
 
@@ -86,6 +90,20 @@ pub struct Appended {
 pub struct Stored {
     message: Message,
     event_queued: bool,
+}
+
+/// How a streaming message grows.
+#[derive(Debug)]
+pub struct Grow<'a> {
+    /// Text added at its end.
+    pub append: &'a str,
+    /// `complete` or `failed`: it ends.
+    pub finish: Option<&'a str>,
+    /// An LLM's reply: the prompt's and the reply's tokens.
+    pub usage: Option<(i64, i64)>,
+    /// The longest its text may become, in characters.
+    pub max_chars: i64,
+    pub now_ms: i64,
 }
 
 /// What became of a streaming message asked to grow.
@@ -225,32 +243,31 @@ impl Db {
         }
     }
 
-    /// Grows a streaming message of the conversation by `append`, and finishes it as
-    /// `finish` (`complete` or `failed`) if given, in one statement. `NotFound(Message)` when
-    /// the conversation has no such message.
+    /// Grows a streaming message of the conversation as `grow` says, in one statement.
+    /// `NotFound(Message)` when the conversation has no such message.
     pub async fn grow_message(
         &self,
         conversation_id: &str,
         message_id: &str,
-        append: &str,
-        finish: Option<&str>,
-        max_chars: i64,
-        now_ms: i64,
+        grow: &Grow<'_>,
     ) -> Result<Growth> {
         let grown = transaction!(self, |tx| {
             sqlx::query_as::<_, Message>(concat!(
                 "UPDATE message SET text = text || $3, status = COALESCE($4, status), \
-                 grown_at = $5 \
+                 grown_at = $5, prompt_tokens = COALESCE($7, prompt_tokens), \
+                 completion_tokens = COALESCE($8, completion_tokens) \
                  WHERE id = $1 AND conversation_id = $2 AND status = 'streaming' \
                    AND length(text) + length($3) <= $6 RETURNING ",
                 message_columns!()
             ))
             .bind(message_id)
             .bind(conversation_id)
-            .bind(append)
-            .bind(finish)
-            .bind(now_ms)
-            .bind(max_chars)
+            .bind(grow.append)
+            .bind(grow.finish)
+            .bind(grow.now_ms)
+            .bind(grow.max_chars)
+            .bind(grow.usage.map(|u| u.0))
+            .bind(grow.usage.map(|u| u.1))
             .fetch_optional(&mut *tx)
             .await?
         })?;
@@ -464,11 +481,10 @@ pub type MessageAppend = (OwnedMessage, oneshot::Sender<Outcome>);
 /// SQL (JSON functions, a window function in an insert): PostgreSQL stores each message in
 /// its own transaction (`store_one`), where concurrent transactions queue on the
 /// conversation's row only.
-const STORE_BATCH: &str = concat!(
-    "BEGIN IMMEDIATE; \
-     INSERT INTO message (",
-    message_columns!(),
-    ") SELECT m.value ->> 0, m.value ->> 1, \
+const STORE_BATCH: &str = "BEGIN IMMEDIATE; \
+     INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
+         sender_name, text, status, created_at) \
+     SELECT m.value ->> 0, m.value ->> 1, \
          c.last_seq + row_number() OVER (PARTITION BY m.value ->> 1 ORDER BY m.key), \
          m.value ->> 2, m.value ->> 3, m.value ->> 4, m.value ->> 5, m.value ->> 6, m.value ->> 7 \
      FROM json_each($1) AS m JOIN conversation c ON c.id = m.value ->> 1 AND c.status = 'open' \
@@ -491,8 +507,7 @@ const STORE_BATCH: &str = concat!(
      SELECT json_group_array(json_array(id, seq, EXISTS (SELECT 1 FROM agent_event e \
          WHERE e.id = 'evt_' || substr(message.id, 5)))) FROM message \
      WHERE id IN (SELECT value ->> 0 FROM json_each($1)); \
-     COMMIT"
-);
+     COMMIT";
 
 async fn store_batch(
     conn: &mut sqlx::SqliteConnection,
@@ -555,6 +570,8 @@ async fn store_batch(
                     text: m.text.clone(),
                     status: m.status.clone(),
                     created_at: m.now_ms,
+                    prompt_tokens: None,
+                    completion_tokens: None,
                 },
                 event_queued,
             }))

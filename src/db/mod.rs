@@ -110,7 +110,7 @@ pub use audit::{AuditEvent, AuditQuery};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
 pub use conversation::{Conversation, ConversationQuery, Handler, Side};
-pub use message::{Appended, Growth, Message, NewMessage, Window};
+pub use message::{Appended, Grow, Growth, Message, NewMessage, Window};
 pub use signing_key::StoredSigningKey;
 pub use user::{User, UserRef};
 

@@ -80,6 +80,17 @@ pub struct MessageBody {
     pub status: String,
     /// RFC 3339 with milliseconds.
     pub created_at: String,
+    /// An LLM's completed reply: the tokens its endpoint counted. Absent on other messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageBody>,
+}
+
+/// The tokens an LLM's reply took, as its endpoint reported them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageBody {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
 }
 
 impl From<Message> for MessageBody {
@@ -96,6 +107,13 @@ impl From<Message> for MessageBody {
             text: m.text,
             status: m.status,
             created_at: rfc3339_ms(m.created_at),
+            usage: match (m.prompt_tokens, m.completion_tokens) {
+                (Some(prompt_tokens), Some(completion_tokens)) => Some(UsageBody {
+                    prompt_tokens,
+                    completion_tokens,
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -207,6 +207,25 @@ pub struct Settings {
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "PERFORMCHAT_REQUEST_TIMEOUT", default_value_t = 10)]
     pub request_timeout: u32,
+
+    /// Serve the demo page at /demo: the widget as an end user sees it beside an agent's pane,
+    /// with tokens minted on the server for demo users of --demo-company. Refused on an
+    /// address other than loopback unless --demo-public.
+    #[arg(long, env = "PERFORMCHAT_DEMO", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub demo: bool,
+
+    /// Let --demo serve on an address other than loopback (anyone who reaches it can chat as a
+    /// demo user and answer as the company's agents).
+    #[arg(long, env = "PERFORMCHAT_DEMO_PUBLIC", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub demo_public: bool,
+
+    /// The company whose agents the demo page talks with.
+    #[arg(
+        long,
+        env = "PERFORMCHAT_DEMO_COMPANY",
+        default_value = "company_default"
+    )]
+    pub demo_company: String,
 }
 
 /// An `ExpiresIn` setting as its flag takes it: whole seconds, `"2592000s"`.

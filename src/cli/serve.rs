@@ -15,6 +15,14 @@ const BOOT_COMPANY: &str = "company_default";
 const BOOT_AGENT: &str = "agent_default";
 
 pub async fn run(database_url: &str, settings: Settings, out: Output) -> anyhow::Result<()> {
+    if settings.demo && !settings.demo_public && !settings.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--demo serves a page where anyone who reaches it chats as a demo user and answers \
+             as the company's agents: it is for loopback ({} is not); add --demo-public to \
+             serve it there anyway",
+            settings.listen
+        );
+    }
     let db = Db::connect(database_url).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -22,6 +30,9 @@ pub async fn run(database_url: &str, settings: Settings, out: Output) -> anyhow:
     let addr = listener.local_addr()?;
     let clock = Clock::default();
     bootstrap(&db, &clock, addr, out).await?;
+    if settings.demo {
+        demo_banner(&db, &settings.demo_company, addr, out).await?;
+    }
 
     let app = App::build(db, settings, clock).await?;
     tracing::info!(database = %redact_url(database_url), "performchat listening on http://{addr}");
@@ -57,11 +68,7 @@ async fn bootstrap(
         .insert_agent(BOOT_AGENT, BOOT_COMPANY, "Support Agent", true, true, now)
         .await?;
     let (key, secret) = create_key(db, BOOT_COMPANY, &Default::default(), now).await?;
-    let base = if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
-    } else {
-        format!("http://{addr}")
-    };
+    let base = base_url(addr);
     let body = json!({
         "keyId": key.id,
         "keySecret": secret.expose(),
@@ -98,6 +105,35 @@ async fn bootstrap(
         },
     );
     Ok(())
+}
+
+/// `--demo`: the page's address, once its company is known to exist.
+async fn demo_banner(
+    db: &Db,
+    company: &str,
+    addr: std::net::SocketAddr,
+    out: Output,
+) -> anyhow::Result<()> {
+    if db.find_company(company).await?.is_none() {
+        anyhow::bail!(
+            "--demo talks with the agents of company {company}, which does not exist: name \
+             one with --demo-company (performchat company list)"
+        );
+    }
+    let url = format!("{}/demo", base_url(addr));
+    out.print(&json!({"demo": url, "demoCompany": company}), || {
+        format!("\nDemo: open {url} (the widget and an agent's pane, company {company})\n")
+    });
+    Ok(())
+}
+
+/// The address to print for a listen address (loopback for one that listens everywhere).
+fn base_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 async fn shutdown_signal() {

@@ -311,29 +311,14 @@ pub async fn reply(
         ));
     }
     let caller = chat_caller(&state, &headers, &info)?;
-    let conversation = chat::company_conversation(&state, &caller, &id).await?;
-    let agent = token::find_agent(&state, &caller.company_id, &conversation.agent_id).await?;
-    // A bot's reply waits while a person handles the conversation (or it waits for one).
-    if kind == SenderKind::Agent
-        && conversation.handler != Handler::Bot.as_str()
-        && agent
-            .as_ref()
-            .is_some_and(|a| AgentKind::of(&a.kind) != Some(AgentKind::Human))
-    {
-        return Err(Error::HandledByPerson);
-    }
-    // Unnamed: the agent's own name, as the user sees it in the widget.
-    let name = name.unwrap_or_else(|| agent.map(|a| a.name).unwrap_or_default());
-    let sent = chat::send(
-        &state,
-        &conversation,
+    let reply = Reply {
         kind,
-        Some(&name),
-        &client_message_id,
-        &text,
+        name,
+        client_message_id: &client_message_id,
+        text: &text,
         streaming,
-    )
-    .await?;
+    };
+    let sent = send_reply(&state, &caller, &id, reply).await?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {
@@ -345,6 +330,49 @@ pub async fn reply(
             message: sent.message.into(),
         }),
     ))
+}
+
+/// A reply in one of the company's conversations, as its agent or a named person.
+pub(super) struct Reply<'a> {
+    pub kind: SenderKind,
+    /// None: the agent's own name.
+    pub name: Option<String>,
+    pub client_message_id: &'a ClientMessageId,
+    pub text: &'a rules::MessageText,
+    pub streaming: bool,
+}
+
+pub(super) async fn send_reply(
+    state: &AppState,
+    caller: &Caller,
+    conversation_id: &str,
+    reply: Reply<'_>,
+) -> Result<chat::Sent> {
+    let conversation = chat::company_conversation(state, caller, conversation_id).await?;
+    let agent = token::find_agent(state, &caller.company_id, &conversation.agent_id).await?;
+    // A bot's reply waits while a person handles the conversation (or it waits for one).
+    if reply.kind == SenderKind::Agent
+        && conversation.handler != Handler::Bot.as_str()
+        && agent
+            .as_ref()
+            .is_some_and(|a| AgentKind::of(&a.kind) != Some(AgentKind::Human))
+    {
+        return Err(Error::HandledByPerson);
+    }
+    // Unnamed: the agent's own name, as the user sees it in the widget.
+    let name = reply
+        .name
+        .unwrap_or_else(|| agent.map(|a| a.name).unwrap_or_default());
+    chat::send(
+        state,
+        &conversation,
+        reply.kind,
+        Some(&name),
+        reply.client_message_id,
+        reply.text,
+        reply.streaming,
+    )
+    .await
 }
 
 /// Add a chunk to a streamed reply (`append`), and finish it (`status`). Each chunk reaches
@@ -514,10 +542,20 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let caller = chat_caller(&state, &headers, &info)?;
     let q = Query::parse(query.as_deref(), &["agentId"])?;
+    Ok(company_feed(&state, &caller, q.get("agentId")))
+}
+
+/// A company's live feed (one agent's, if named) for as long as the response streams; it
+/// ends with the key that follows it.
+pub(super) fn company_feed(
+    state: &AppState,
+    caller: &Caller,
+    agent_id: Option<&str>,
+) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>> + use<>> {
     let feed = state
         .chat
         .hub
-        .follow_company(&caller.company_id, q.get("agentId"), &caller.key_id);
+        .follow_company(&caller.company_id, agent_id, &caller.key_id);
     let feed = Following {
         state: state.clone(),
         id: feed.id,
@@ -543,7 +581,7 @@ pub async fn events(
             }
         },
     );
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// A feed registered in the hub for as long as its response streams.

@@ -5,6 +5,7 @@
 mod agent;
 mod audit;
 pub(crate) mod chat;
+mod demo;
 mod json;
 mod me;
 pub mod openapi;
@@ -12,6 +13,7 @@ mod ops;
 mod query;
 mod token;
 mod user;
+mod widget;
 mod ws;
 
 pub use json::{BODY_LIMIT, parse_object};
@@ -103,10 +105,18 @@ pub fn router(state: AppState) -> Router {
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 .max_age(Duration::from_secs(600)),
         );
+    // The demo page and its server-side helpers, only when asked for.
+    let demo_routes = if state.settings.demo {
+        demo::routes(&state.settings.demo_company)
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(key_routes)
         .merge(agent_routes)
         .merge(browser_routes)
+        .merge(demo_routes)
+        .route("/widget.js", get(widget::widget_js))
         .route("/rest/v1/audit", get(audit::list_audit_events))
         // The API description and its browsable docs (Swagger UI's assets are in the binary).
         .merge(utoipa_swagger_ui::SwaggerUi::new("/rest/v1/docs").url(
@@ -251,7 +261,10 @@ async fn security_headers(mut res: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Nothing is cached unless its handler says so (the widget's script).
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
 }

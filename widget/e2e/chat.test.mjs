@@ -87,6 +87,58 @@ test("a streamed reply grows in place as its deltas come, then completes", async
   await context.close();
 });
 
+test("what the agent's side does is shown: typing, a handoff until a person answers, a refused send with Retry", async () => {
+  const { page, context } = await open({ user: "ivy" });
+  const conversation = await pageConversation(page);
+  const path = `/rest/v1/agent/conversations/${conversation}`;
+  const activity = () => page.evaluate(() => {
+    const el = document.querySelector("performchat-chat").shadowRoot.querySelector(".activity");
+    return el.hidden ? "" : el.textContent;
+  });
+  const banner = () => page.evaluate(() => {
+    const el = document.querySelector("performchat-chat").shadowRoot.querySelector(".banner");
+    return el.hidden ? "" : el.textContent;
+  });
+  await page.evaluate(() => window.chat.send("Hello?"));
+  await server.agent("POST", `${path}/typing`, { state: "start" });
+  await until("typing shown", async () => (await activity()) === `${AGENT_NAME} is typing…`);
+  await server.agent("POST", `${path}/typing`, { state: "stop" });
+  await until("typing gone", async () => (await activity()) === "");
+
+  await server.agent("POST", `${path}/handoff`, {});
+  await until("waiting for a person", async () => (await banner()) === "Waiting for a person…");
+  await server.agent("POST", `${path}/messages`, { text: "Grace here.", senderKind: "operator", senderName: "Grace" });
+  await until("a person answered", async () => (await banner()) === "");
+
+  const refused = await page.evaluate(() => window.chat.send("x".repeat(4001)).then(() => "stored", (e) => e.code));
+  assert.equal(refused, "invalid_request");
+  const failed = (await listed(page)).at(-1);
+  assert.match(failed.cls, /failed/);
+  assert.match(failed.note, /^Not sent\..*4000.*Retry$/);
+  await page.getByRole("button", { name: "Retry" }).waitFor();
+  await context.close();
+});
+
+test("more than a page missed while away is caught up from the last seq: no gap, no repeat", async () => {
+  const { page, context, sockets } = await open({ user: "jude" });
+  const conversation = await pageConversation(page);
+  await page.evaluate(() => window.chat.send("before"));
+  // The user's tokens die and the backend cannot give a new one for a while: the page is away.
+  site.failTokens = true;
+  await server.key("/rest/v1/auth/invalidate", { userId: site.users.jude });
+  await until("away", () => page.evaluate(() => window.chat.state === "reconnecting"));
+  const missed = Array.from({ length: 75 }, (_, i) => `missed ${i + 1}`);
+  for (const text of missed) {
+    await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text });
+  }
+  site.failTokens = false;
+  await until("back", () => page.evaluate(() => window.chat.state === "connected"), 40000);
+  await until("caught up", async () => (await listed(page)).length === 76);
+  assert.deepEqual((await listed(page)).map((m) => m.text), ["before", ...missed]);
+  assert.ok(sockets.length >= 2);
+  await context.close();
+});
+
 test("markup in a message is shown as text, and only http(s) links become links", async () => {
   const { page, context } = await open({ user: "carol" });
   const conversation = await pageConversation(page);

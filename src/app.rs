@@ -212,7 +212,11 @@ async fn purge(state: &AppState, now: i64) {
         tracing::warn!(error = %e, "cannot purge expired revocations");
     }
     let retention = state.settings.audit_retention.as_millis() as i64;
-    if let Err(e) = db.purge_audit_events(now - retention).await {
+    let mint_retention = state.settings.audit_mint_retention.as_millis() as i64;
+    if let Err(e) = db
+        .purge_audit_events(now - retention, now - mint_retention)
+        .await
+    {
         tracing::warn!(error = %e, "cannot purge old audit events");
     }
     match db.erase_retired_signing_keys(now).await {

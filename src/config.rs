@@ -44,6 +44,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which `token.minted` events the audit trail keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMints {
+    All,
+    Refusals,
+    Off,
+}
+
+impl AuditMints {
+    /// Whether a mint with this outcome is recorded.
+    pub fn keeps(self, refused: bool) -> bool {
+        match self {
+            AuditMints::All => true,
+            AuditMints::Refusals => refused,
+            AuditMints::Off => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -140,6 +160,18 @@ pub struct Settings {
     #[arg(long, env = "PERFORMCHAT_AUDIT_RETENTION", default_value = "90d", value_parser = crate::auth::expires_in::parse_duration_setting)]
     #[serde(serialize_with = "duration_setting")]
     pub audit_retention: Duration,
+
+    /// Which token mints the audit trail keeps: all, refusals (a mint refused: the agent not
+    /// allowed or inactive, the rate limit, a lifetime over the key's maximum) or off. Every
+    /// other event (keys, agents, companies, invalidations, revocations) is always kept.
+    #[arg(long, env = "PERFORMCHAT_AUDIT_MINTS", value_enum, default_value_t = AuditMints::All)]
+    pub audit_mints: AuditMints,
+
+    /// How long `token.minted` events are kept (a duration: "30d"): by default as long as the
+    /// longest token may live, so that any token still usable can be traced to its mint.
+    #[arg(long, env = "PERFORMCHAT_AUDIT_MINT_RETENTION", default_value = "30d", value_parser = crate::auth::expires_in::parse_duration_setting)]
+    #[serde(serialize_with = "duration_setting")]
+    pub audit_mint_retention: Duration,
 
     /// Seconds that in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PERFORMCHAT_SHUTDOWN_TIMEOUT", default_value_t = 10)]

@@ -707,30 +707,99 @@ async fn audit_events_past_their_retention_are_purged() {
     let day = 86_400_000;
     app.db
         .insert_audit_events(&[
-            event(now - 100 * day, "token.minted"),
+            event(now - 100 * day, "user.invalidated"),
+            event(now - 40 * day, "token.minted"),
+            event(now - 60 * day, "key.revoked"),
+            event(now - 20 * day, "token.minted"),
             event(now - day, "user.invalidated"),
         ])
         .await
         .unwrap();
     // The server's own clean-up runs every ten minutes of its clock, with the default 90-day
-    // retention.
+    // retention, and 30 days for mints.
     assert_eq!(
         app.state.settings.audit_retention.as_millis() as i64,
         90 * day
     );
+    assert_eq!(
+        app.state.settings.audit_mint_retention.as_millis() as i64,
+        30 * day
+    );
     app.advance_clock(std::time::Duration::from_secs(601)).await;
     let mut left = Vec::new();
     for _ in 0..100 {
-        left = audit_events(&app, &app.tenant, 1).await;
-        if left.len() == 1 {
+        left = audit_events(&app, &app.tenant, 3).await;
+        if left.len() == 3 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(left.len(), 1, "the periodic clean-up ran in the server");
-    assert_eq!(left[0]["kind"], "user.invalidated");
+    assert_eq!(left.len(), 3, "the periodic clean-up ran in the server");
+    let at = |days: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now - days * day) * 1_000_000)
+            .unwrap()
+    };
+    let kept: Vec<_> = left
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), common::wire_time(&e["at"])))
+        .collect();
     assert_eq!(
-        common::wire_time(&left[0]["at"]),
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now - day) * 1_000_000).unwrap()
+        kept,
+        [
+            ("user.invalidated", at(1)),
+            ("token.minted", at(20)),
+            ("key.revoked", at(60)),
+        ]
     );
+}
+
+#[tokio::test]
+async fn the_audit_trail_keeps_all_mints_only_refusals_or_none_as_set() {
+    for (setting, expected) in [
+        ("all", vec!["ok", "agent_not_found"]),
+        ("refusals", vec!["agent_not_found"]),
+        ("off", vec![]),
+    ] {
+        let settings = performchat::config::Settings {
+            audit_mints: clap::ValueEnum::from_str(setting, false).unwrap(),
+            ..Default::default()
+        };
+        let app = common::spawn_app_with(settings).await;
+        assert_eq!(
+            app.mint(serde_json::json!({"userId": "u1"})).await.status(),
+            200
+        );
+        let refused = app
+            .mint(serde_json::json!({"userId": "u1", "agentId": "agent_nope"}))
+            .await;
+        assert_eq!(refused.status(), 404);
+        // The invalidation is kept whatever the setting: it is not a mint.
+        let user = app.mint_ok("u2").await["user"]["id"].clone();
+        let invalidated = app
+            .invalidate(&app.tenant, serde_json::json!({"userId": user}))
+            .await;
+        assert_eq!(invalidated.status(), 200);
+        // Written in order by one writer: once the invalidation is there, the mints are.
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events = audit_events(&app, &app.tenant, 1).await;
+            if events.iter().any(|e| e["kind"] == "user.invalidated") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mints: Vec<&str> = events
+            .iter()
+            .filter(|e| e["kind"] == "token.minted")
+            .filter(|e| e["userId"] != user)
+            .map(|e| e["outcome"].as_str().unwrap())
+            .collect();
+        let mut expected = expected.clone();
+        expected.reverse();
+        assert_eq!(mints, expected, "--audit-mints {setting}: {events:?}");
+        assert!(
+            events.iter().any(|e| e["kind"] == "user.invalidated"),
+            "--audit-mints {setting}"
+        );
+    }
 }

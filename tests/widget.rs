@@ -81,52 +81,34 @@ async fn the_demo_is_off_unless_asked_and_only_on_loopback_unless_public() {
         server.stdout
     );
     let client = reqwest::Client::new();
-    let page = client.get(server.url("/demo")).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("Reply as agent"));
-    let agents: Value = client
-        .get(server.url("/demo/agents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let call = async |req: reqwest::RequestBuilder| {
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, text)
+    };
+    let (status, page) = call(client.get(server.url("/demo"))).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Reply as agent"));
+    let (_, agents) = call(client.get(server.url("/demo/agents"))).await;
+    let agents: Value = serde_json::from_str(&agents).unwrap();
     assert_eq!(agents["agents"][0]["name"], "Support Agent", "{agents}");
     // Tokens only for demo users, and bad input named.
-    let res = client
-        .post(server.url("/demo/token"))
-        .json(&serde_json::json!({"visitor": "../admin"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let body: Value = res.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("visitor"),
-        "{body}"
-    );
-    let minted: Value = client
-        .post(server.url("/demo/token"))
-        .json(&serde_json::json!({"visitor": "abc-123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let me: Value = client
+    let token = |visitor: &str| {
+        client
+            .post(server.url("/demo/token"))
+            .json(&serde_json::json!({ "visitor": visitor }))
+    };
+    let (status, refused) = call(token("../admin")).await;
+    assert_eq!(status, 400);
+    assert!(refused.contains("visitor must be"), "{refused}");
+    let (_, minted) = call(token("abc-123")).await;
+    let minted: Value = serde_json::from_str(&minted).unwrap();
+    let me = client
         .get(server.url("/rest/v1/auth/me"))
-        .bearer_auth(minted["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .bearer_auth(minted["token"].as_str().unwrap());
+    let (_, me) = call(me).await;
+    let me: Value = serde_json::from_str(&me).unwrap();
     assert_eq!(me["user"]["externalId"], "demo-abc-123", "{me}");
 }
 

@@ -23,6 +23,14 @@ pub async fn run(database_url: &str, settings: Settings, out: Output) -> anyhow:
             settings.listen
         );
     }
+    if settings.audit_mints != crate::config::AuditMints::Off
+        && settings.audit_mint_retention.as_secs() < settings.max_expires_in.secs()
+    {
+        tracing::warn!(
+            "--audit-mint-retention is shorter than --max-expires-in: tokens still usable may \
+             outlive the record of their mint"
+        );
+    }
     let db = Db::connect(database_url).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -3,6 +3,10 @@
 use super::Db;
 use super::Result;
 
+/// The kind of a token's mint: a data event, kept by `--audit-mints` for
+/// `--audit-mint-retention`; every other kind is kept for `--audit-retention`.
+pub const MINTED: &str = "token.minted";
+
 #[derive(
     Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema,
 )]
@@ -99,14 +103,23 @@ impl Db {
         })?)
     }
 
-    /// Deletes events older than `before_ms`.
-    pub async fn purge_audit_events(&self, before_ms: i64) -> Result<u64> {
+    /// Deletes events older than `before_ms`, and `token.minted` events (which have a
+    /// retention of their own) older than `mints_before_ms`.
+    pub async fn purge_audit_events(&self, before_ms: i64, mints_before_ms: i64) -> Result<u64> {
         transaction!(self, |tx| {
-            sqlx::query("DELETE FROM audit_event WHERE at < $1")
+            let others = sqlx::query("DELETE FROM audit_event WHERE at < $1 AND kind <> $2")
                 .bind(before_ms)
+                .bind(MINTED)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            let mints = sqlx::query("DELETE FROM audit_event WHERE at < $1 AND kind = $2")
+                .bind(mints_before_ms)
+                .bind(MINTED)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            others + mints
         })
     }
 }

@@ -106,7 +106,7 @@ mod user;
 pub use agent::{Agent, AgentUpdate, LlmUpdate, NewAgent, WebhookSecret};
 pub use agent_event::{AgentEvent, event_id_for_message};
 pub use api_key::{ApiKey, KeyPolicy};
-pub use audit::{AuditEvent, AuditQuery};
+pub use audit::{AuditEvent, AuditQuery, MINTED};
 pub use change::{Change, ChangeKind, Snapshot};
 pub use company::Company;
 pub use conversation::{Conversation, ConversationQuery, Handler, Side};

@@ -17,7 +17,7 @@ use super::{KeyPairRequest, SETTLE_WITHIN, audit_event, authenticate};
 use crate::app::AppState;
 use crate::auth::{ExpiresIn, ExternalUserId, Scope, optional_id, required_str};
 use crate::clock::rfc3339_s;
-use crate::db::{Agent, User};
+use crate::db::{Agent, MINTED, User};
 use crate::error::{Error, Result};
 use crate::token::{self, TokenEvent};
 
@@ -177,14 +177,16 @@ pub async fn mint_token(
         .map_err(Error::InvalidRequest)?;
     let caller = authenticate(&state, &body, &info, Scope::Mint).await?;
     let result = token::mint(&state, &caller, &user_id, agent_id, expires_in).await;
-    let mut event = audit_event(&state, "token.minted", &caller, &info, &result);
-    event.agent_id = agent_id.map(str::to_owned);
-    if let Ok(m) = &result {
-        event.user_id = Some(m.user.id.clone());
-        event.agent_id = Some(m.agent.id.clone());
-        event.jti = Some(m.jti.clone());
+    if state.settings.audit_mints.keeps(result.is_err()) {
+        let mut event = audit_event(&state, MINTED, &caller, &info, &result);
+        event.agent_id = agent_id.map(str::to_owned);
+        if let Ok(m) = &result {
+            event.user_id = Some(m.user.id.clone());
+            event.agent_id = Some(m.agent.id.clone());
+            event.jti = Some(m.jti.clone());
+        }
+        state.audit.record(event).await?;
     }
-    state.audit.record(event).await?;
     let minted = result?;
     let agent_id = minted.agent.id.clone();
     let mut headers = HeaderMap::new();

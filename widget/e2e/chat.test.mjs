@@ -4,33 +4,14 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import {
-  AGENT_NAME, CompanySite, Server, browser, freePort, listed, pageConversation, sleep, until,
-} from "./harness.mjs";
+import { AGENT_NAME, listed, openPage, pageConversation, sleep, until, world } from "./harness.mjs";
 
-let server, site, chromium;
-
-before(async () => {
-  server = await new Server(await freePort(), ["--demo"]).start();
-  site = await new CompanySite(server).start();
-  chromium = await browser();
-});
-
-after(async () => {
-  await chromium?.close();
-  site?.stop();
-  await server?.kill();
-});
+const w = world(before, after, ["--demo"]);
 
 async function open(opts) {
-  const context = await chromium.newContext({ viewport: { width: 900, height: 700 } });
-  const page = await context.newPage();
-  const sockets = [];
-  page.on("websocket", (ws) => sockets.push(ws));
-  page.on("pageerror", (e) => { throw e; });
-  await page.goto(site.page(opts));
-  await until("the widget connected", () => page.evaluate(() => window.chat.state === "connected"));
-  return { page, context, sockets };
+  const opened = await openPage(w, opts);
+  await until("the widget connected", () => opened.page.evaluate(() => window.chat.state === "connected"));
+  return opened;
 }
 
 const log = (page) => page.getByRole("log", { name: "Messages" });
@@ -43,12 +24,12 @@ test("a user sends and receives; the agent's name and messages are apart from th
   await box.press("Enter");
   await until("the message stored", async () => (await listed(page)).some((m) => m.text === "Where is my order?" && !m.note));
   const conversation = await pageConversation(page);
-  const stored = await server.agent("GET", `/rest/v1/agent/conversations/${conversation}/messages`);
+  const stored = await w.server.agent("GET", `/rest/v1/agent/conversations/${conversation}/messages`);
   assert.deepEqual(stored.messages.map((m) => [m.sender.kind, m.text]), [["user", "Where is my order?"]]);
 
-  await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text: "It ships today." });
+  await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text: "It ships today." });
   await log(page).getByText("It ships today.").waitFor();
-  await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
+  await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
     text: "Grace here, from the warehouse.", senderKind: "operator", senderName: "Grace",
   });
   await log(page).getByText("Grace here, from the warehouse.").waitFor();
@@ -72,14 +53,14 @@ test("a streamed reply grows in place as its deltas come, then completes", async
   const { page, context } = await open({ user: "bob" });
   const conversation = await pageConversation(page);
   const path = `/rest/v1/agent/conversations/${conversation}/messages`;
-  const { message } = await server.agent("POST", path, { status: "streaming", text: "" });
-  await server.agent("PATCH", `${path}/${message.id}`, { append: "Your order " });
+  const { message } = await w.server.agent("POST", path, { status: "streaming", text: "" });
+  await w.server.agent("PATCH", `${path}/${message.id}`, { append: "Your order " });
   await until("the first chunk shown", async () => (await listed(page)).some((m) => m.text === "Your order "));
   const growing = (await listed(page)).find((m) => m.text === "Your order ");
   assert.match(growing.cls, /streaming/);
-  await server.agent("PATCH", `${path}/${message.id}`, { append: "ships " });
+  await w.server.agent("PATCH", `${path}/${message.id}`, { append: "ships " });
   await until("the second chunk shown", async () => (await listed(page)).some((m) => m.text === "Your order ships "));
-  await server.agent("PATCH", `${path}/${message.id}`, { append: "today.", status: "complete" });
+  await w.server.agent("PATCH", `${path}/${message.id}`, { append: "today.", status: "complete" });
   await until("the reply complete", async () =>
     (await listed(page)).some((m) => m.text === "Your order ships today." && !m.cls.includes("streaming")));
   const agentItems = (await listed(page)).filter((m) => m.cls.includes("agent"));
@@ -100,14 +81,14 @@ test("what the agent's side does is shown: typing, a handoff until a person answ
     return el.hidden ? "" : el.textContent;
   });
   await page.evaluate(() => window.chat.send("Hello?"));
-  await server.agent("POST", `${path}/typing`, { state: "start" });
+  await w.server.agent("POST", `${path}/typing`, { state: "start" });
   await until("typing shown", async () => (await activity()) === `${AGENT_NAME} is typing…`);
-  await server.agent("POST", `${path}/typing`, { state: "stop" });
+  await w.server.agent("POST", `${path}/typing`, { state: "stop" });
   await until("typing gone", async () => (await activity()) === "");
 
-  await server.agent("POST", `${path}/handoff`, {});
+  await w.server.agent("POST", `${path}/handoff`, {});
   await until("waiting for a person", async () => (await banner()) === "Waiting for a person…");
-  await server.agent("POST", `${path}/messages`, { text: "Grace here.", senderKind: "operator", senderName: "Grace" });
+  await w.server.agent("POST", `${path}/messages`, { text: "Grace here.", senderKind: "operator", senderName: "Grace" });
   await until("a person answered", async () => (await banner()) === "");
 
   const refused = await page.evaluate(() => window.chat.send("x".repeat(4001)).then(() => "stored", (e) => e.code));
@@ -124,14 +105,14 @@ test("more than a page missed while away is caught up from the last seq: no gap,
   const conversation = await pageConversation(page);
   await page.evaluate(() => window.chat.send("before"));
   // The user's tokens die and the backend cannot give a new one for a while: the page is away.
-  site.failTokens = true;
-  await server.key("/rest/v1/auth/invalidate", { userId: site.users.jude });
+  w.site.failTokens = true;
+  await w.server.key("/rest/v1/auth/invalidate", { userId: w.site.users.jude });
   await until("away", () => page.evaluate(() => window.chat.state === "reconnecting"));
   const missed = Array.from({ length: 75 }, (_, i) => `missed ${i + 1}`);
   for (const text of missed) {
-    await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text });
+    await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text });
   }
-  site.failTokens = false;
+  w.site.failTokens = false;
   await until("back", () => page.evaluate(() => window.chat.state === "connected"), 40000);
   await until("caught up", async () => (await listed(page)).length === 76);
   assert.deepEqual((await listed(page)).map((m) => m.text), ["before", ...missed]);
@@ -145,7 +126,7 @@ test("markup in a message is shown as text, and only http(s) links become links"
   const evil = `<img src=x onerror="window.pwned=1"> see https://example.com/a?b=1, javascript:alert(1)`;
   await page.getByRole("textbox", { name: "Message" }).fill(evil);
   await page.keyboard.press("Enter");
-  await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
+  await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
     text: `<b>bold</b><script>window.pwned=2</script> http://example.org/x.`,
   });
   await until("both shown", async () => (await listed(page)).filter((m) => !m.note).length === 2);
@@ -228,7 +209,7 @@ test("text meets WCAG AA contrast (4.5:1) against its background", async () => {
   const { page, context } = await open({ user: "gus" });
   const conversation = await pageConversation(page);
   await page.evaluate(() => window.chat.send("A question"));
-  await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
+  await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
     text: "From a person: https://example.com", senderKind: "operator", senderName: "Grace",
   });
   await log(page).getByText("From a person").waitFor();
@@ -307,23 +288,23 @@ test("the server killed and restarted while the user sends: nothing lost, repeat
     return (await Promise.all(sent)).map((m) => m.seq);
   }, texts);
   await sleep(500);
-  await server.kill();
+  await w.server.kill();
   await until("the widget saw the drop", () => page.evaluate(() => window.chat.state === "reconnecting"));
   await sleep(800);
-  await server.start();
+  await w.server.start();
   const seqs = await sending;
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "acknowledged in order");
   await until("all shown as stored", async () => (await listed(page)).filter((m) => !m.note).length === texts.length);
   assert.deepEqual((await listed(page)).map((m) => m.text), texts, "the list: each once, in order");
-  const stored = await server.agent("GET", `/rest/v1/agent/conversations/${conversation}/messages?limit=200`);
+  const stored = await w.server.agent("GET", `/rest/v1/agent/conversations/${conversation}/messages?limit=200`);
   assert.deepEqual(stored.messages.map((m) => m.text), texts, "the database: each once, in order");
   assert.ok(sockets.length >= 2, "it reconnected");
   // Messages the agent sends while the user's page is away are caught up after the reconnect.
-  await server.kill();
+  await w.server.kill();
   await until("dropped again", () => page.evaluate(() => window.chat.state === "reconnecting"));
-  await server.start();
+  await w.server.start();
   for (const text of ["while you were away 1", "while you were away 2"]) {
-    await server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text });
+    await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, { text });
   }
   await until("caught up", async () => (await listed(page)).length === texts.length + 2, 20000);
   assert.deepEqual((await listed(page)).map((m) => m.text).slice(-2), ["while you were away 1", "while you were away 2"]);
@@ -331,10 +312,10 @@ test("the server killed and restarted while the user sends: nothing lost, repeat
 });
 
 test("the demo page: the widget beside the agent's pane, both sides of the chat", async () => {
-  const context = await chromium.newContext({ viewport: { width: 1200, height: 800 } });
+  const context = await w.chromium.newContext({ viewport: { width: 1200, height: 800 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => { throw e; });
-  await page.goto(`${server.base}/demo`);
+  await page.goto(`${w.server.base}/demo`);
   const box = page.getByRole("textbox", { name: "Message" });
   await box.fill("Hello from the demo");
   await box.press("Enter");

@@ -230,6 +230,34 @@ export class CompanySite {
   }
 }
 
+/** The world of one browser test file: the server (with `serverArgs`), the company's site
+ * and Debian's chromium, started before the tests and stopped after them. */
+export function world(before, after, serverArgs = []) {
+  const w = {};
+  before(async () => {
+    w.server = await new Server(await freePort(), serverArgs).start();
+    w.site = await new CompanySite(w.server).start();
+    w.chromium = await browser();
+  });
+  after(async () => {
+    await w.chromium?.close();
+    w.site?.stop();
+    await w.server?.kill();
+  });
+  return w;
+}
+
+/** The company's page in a new browser context, and the sockets it opens. */
+export async function openPage(w, opts) {
+  const context = await w.chromium.newContext({ viewport: { width: 900, height: 700 } });
+  const page = await context.newPage();
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws));
+  page.on("pageerror", (e) => { throw e; });
+  await page.goto(w.site.page(opts));
+  return { page, context, sockets };
+}
+
 /** Debian's chromium, headless (no browser is downloaded). */
 export async function browser() {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });

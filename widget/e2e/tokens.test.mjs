@@ -5,33 +5,10 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import {
-  CompanySite, Server, browser, cli, freePort, listed, sleep, until,
-} from "./harness.mjs";
+import { cli, listed, openPage, sleep, until, world } from "./harness.mjs";
 
-let server, site, chromium;
-
-before(async () => {
-  server = await new Server(await freePort()).start();
-  site = await new CompanySite(server).start();
-  chromium = await browser();
-});
-
-after(async () => {
-  await chromium?.close();
-  site?.stop();
-  await server?.kill();
-});
-
-async function open(opts) {
-  const context = await chromium.newContext();
-  const page = await context.newPage();
-  const sockets = [];
-  page.on("websocket", (ws) => sockets.push(ws));
-  page.on("pageerror", (e) => { throw e; });
-  await page.goto(site.page(opts));
-  return { page, context, sockets };
-}
+const w = world(before, after);
+const open = (opts) => openPage(w, opts);
 
 const stateOf = (page) => page.evaluate(() => window.chat.state);
 const banner = (page) => page.evaluate(() =>
@@ -49,14 +26,14 @@ test("a token is renewed on `expiring` in place: one socket, the chat goes on pa
   await sendAndSee(page, "before the renewal");
   const frames = [];
   sockets[0].on("framereceived", (f) => frames.push(String(f.payload)));
-  await until("a second token", () => site.tokenCalls.gina === 2, 60000);
+  await until("a second token", () => w.site.tokenCalls.gina === 2, 60000);
   await until("refreshed", () => frames.some((f) => f.includes('"refreshed"')), 5000);
   // Past the first token's exp: the socket lives on the second.
   await sleep(15000);
   await sendAndSee(page, "after the first token's end");
   assert.equal(sockets.length, 1, "no reconnect");
   assert.equal(await stateOf(page), "connected");
-  assert.equal(site.tokenCalls.gina, 2);
+  assert.equal(w.site.tokenCalls.gina, 2);
   await context.close();
 });
 
@@ -65,10 +42,10 @@ test("invalidating the user closes the socket 4002; the widget gets one new toke
   await until("connected", async () => (await stateOf(page)) === "connected");
   await sendAndSee(page, "before");
   const closed = new Promise((r) => sockets[0].on("close", r));
-  await server.key("/rest/v1/auth/invalidate", { userId: site.users.hugo });
+  await w.server.key("/rest/v1/auth/invalidate", { userId: w.site.users.hugo });
   await closed;
   await until("reconnected", async () => (await stateOf(page)) === "connected" && sockets.length === 2);
-  assert.equal(site.tokenCalls.hugo, 2, "one new token");
+  assert.equal(w.site.tokenCalls.hugo, 2, "one new token");
   await sendAndSee(page, "after");
   assert.deepEqual((await listed(page)).map((m) => m.text), ["before", "after"]);
   await context.close();
@@ -76,26 +53,26 @@ test("invalidating the user closes the socket 4002; the widget gets one new toke
 
 test("revoking the key that minted the token ends the chat: 'Chat is unavailable', no more token calls", async () => {
   const key = cli("key", "create", "--company", process.env.PERFORMCHAT_TEST_COMPANY);
-  site.useKey("second", key.keyId, key.keySecret);
+  w.site.useKey("second", key.keyId, key.keySecret);
   const { page, context } = await open({ user: "iris", key: "second" });
   await until("connected", async () => (await stateOf(page)) === "connected");
   cli("key", "revoke", key.keyId);
   await until("ended", async () => (await stateOf(page)) === "ended");
   assert.equal(await banner(page), "Chat is unavailable");
   assert.equal(await page.getByRole("textbox", { name: "Message" }).isDisabled(), true);
-  const calls = site.tokenCalls.iris;
+  const calls = w.site.tokenCalls.iris;
   await sleep(2000);
-  assert.equal(site.tokenCalls.iris, calls, "it stopped calling getToken");
+  assert.equal(w.site.tokenCalls.iris, calls, "it stopped calling getToken");
   assert.equal(calls, 1);
   await context.close();
 });
 
 test("a failing getToken is shown and tried again with backoff until it works", async () => {
-  site.failTokens = true;
+  w.site.failTokens = true;
   const { page, context } = await open({ user: "jack" });
   await until("the trouble shown", async () => (await banner(page)).includes("Cannot start the chat"));
-  await until("tried again", () => site.tokenCalls.jack >= 2, 10000);
-  site.failTokens = false;
+  await until("tried again", () => w.site.tokenCalls.jack >= 2, 10000);
+  w.site.failTokens = false;
   await until("connected", async () => (await stateOf(page)) === "connected", 40000);
   await sendAndSee(page, "it works now");
   await context.close();

@@ -74,7 +74,6 @@ const CSS = `
 [hidden] { display: none !important; }
 header { display: flex; align-items: center; gap: 8px; padding: 12px 14px; background: var(--accent); color: var(--on-accent); }
 h2 { font: inherit; font-weight: 600; margin: 0; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.status { font-size: .85em; }
 .banner { padding: 6px 14px; font-size: .9em; background: var(--performchat-notice-bg, #fff4ce);
   color: var(--performchat-notice-text, #3d2e00); border-bottom: 1px solid var(--border); }
 .log { list-style: none; margin: 0; padding: 12px; flex: 1; overflow-y: auto; display: flex; flex-direction: column; gap: 8px; }
@@ -104,11 +103,11 @@ button:disabled { opacity: .6; cursor: default; }
 .icon { background: none; color: inherit; padding: 2px 8px; font-size: 1.2em; line-height: 1; }
 :focus-visible { outline: 3px solid var(--performchat-focus, #0b4fb3); outline-offset: 2px; }
 header :focus-visible { outline-color: var(--on-accent); }
-.launcher { display: block; margin-left: auto; width: 56px; height: 56px; border-radius: 50%; padding: 0;
-  box-shadow: 0 4px 14px #0004; font-size: 24px; }
+.launcher { display: grid; place-items: center; margin-left: auto; width: 56px; height: 56px; border-radius: 50%; padding: 0;
+  box-shadow: 0 4px 14px #0004; }
 `;
 
-/** Characters of a string as the protocol counts them (Unicode code points). */
+/** Characters as the protocol counts them (code points). */
 const codePoints = (/** @type {string} */ s) => Array.from(s);
 
 /** A clientMessageId: random, within the protocol's alphabet. */
@@ -179,8 +178,7 @@ function mount(target, options) {
   const root = el("section", { class: "root", part: "panel", "aria-label": t.title });
   const header = el("header");
   const titleEl = el("h2", {}, t.title);
-  const statusEl = el("span", { class: "status", role: "status" });
-  header.append(titleEl, statusEl);
+  header.append(titleEl);
   const banner = el("div", { class: "banner", role: "status", hidden: "" });
   const log = el("ol", { class: "log", role: "log", "aria-live": "polite", "aria-label": t.messages, tabindex: "0" });
   const activity = el("div", { class: "activity", "aria-live": "polite", hidden: "" });
@@ -196,7 +194,9 @@ function mount(target, options) {
     const closeButton = el("button", { type: "button", class: "icon", "aria-label": t.closeChat }, "×");
     closeButton.addEventListener("click", () => handle.close());
     header.append(closeButton);
-    launcher = /** @type {HTMLButtonElement} */ (el("button", { type: "button", class: "launcher", "aria-label": t.openChat, "aria-expanded": "false" }, "💬"));
+    launcher = /** @type {HTMLButtonElement} */ (el("button", { type: "button", class: "launcher", "aria-label": t.openChat, "aria-expanded": "false" }));
+    // Drawn: an emoji needs a font.
+    launcher.innerHTML = '<svg viewBox="0 0 24 24" width="26" height="26" aria-hidden="true"><path fill="currentColor" d="M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2h-9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"/></svg>';
     launcher.addEventListener("click", () => (root.hidden ? handle.open() : handle.close()));
     shadow.append(root, launcher);
     document.body.append(host);
@@ -260,10 +260,9 @@ function mount(target, options) {
   }
 
   function render() {
-    const labels = { connecting: t.connecting, reconnecting: t.reconnecting, connected: "", ended: "" };
-    statusEl.textContent = labels[state] || "";
     let notice = "";
     if (state === "ended") notice = endedText;
+    else if (state === "connecting") notice = t.connecting;
     else if (state === "reconnecting") notice = tokenTrouble ? t.tokenFailed : t.reconnecting;
     else if (handler === "waiting_human") notice = t.waitingForPerson;
     banner.textContent = notice;

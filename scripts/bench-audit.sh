@@ -22,12 +22,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk from Debian's packages"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
 cargo build --release --quiet --bin performchat
 . scripts/bench-common.sh
+ensure_wrk
 
 # The audit trail's size in bytes: its table and indexes (PostgreSQL), or the whole file
 # after a checkpoint (SQLite: known users' mints write nothing else).
@@ -63,8 +60,7 @@ for setting in all refusals off; do
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server-$setting.log" 2>/dev/null && break; sleep 0.1; done
-    KEY_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["keyId"])' "$WORK/banner-$setting.json")
-    KEY_SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["keySecret"])' "$WORK/banner-$setting.json")
+    read -r KEY_ID KEY_SECRET < <(banner_key "$WORK/banner-$setting.json")
     cat >"$WORK/known.lua" <<EOF
 local n = 0
 request = function()

@@ -32,13 +32,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk from Debian's packages"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-
 cargo build --release --quiet --bin performchat --example ceiling
 . scripts/bench-common.sh
+ensure_wrk
 CEILING="$TARGET_DIR/release/examples/ceiling"
 
 if [ -z "$DATABASE_URL" ]; then
@@ -62,8 +58,7 @@ SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "listening on" "$WORK/server.log" || { echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
-KEY_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["keyId"])' "$WORK/banner.json")
-KEY_SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bootstrap"]["keySecret"])' "$WORK/banner.json")
+read -r KEY_ID KEY_SECRET < <(banner_key "$WORK/banner.json")
 BASE="http://127.0.0.1:$PORT"
 
 # Rate limiting for the half-rate runs: each connection waits between its requests.

@@ -27,13 +27,10 @@ fn available(program: &str, args: &[&str], what: &str) -> bool {
 
 /// A missing runtime: a failure under CI, a notice elsewhere. Returns false.
 fn missing(what: &str) -> bool {
-    let hint = format!("{what} is not available (install it as .ci/run does)");
-    assert!(
-        std::env::var_os("PERFORMCHAT_TEST_CLIENTS").is_none(),
-        "{hint}"
-    );
-    eprintln!("NOT RUN: {hint}");
-    false
+    common::missing_tool(
+        "PERFORMCHAT_TEST_CLIENTS",
+        &format!("{what} is not available"),
+    )
 }
 
 /// Runs an example with its URL pointed at `app` and the key pair in its environment, and

@@ -118,13 +118,10 @@ fn repo() -> PathBuf {
 
 /// Something the browser tests need is not there: a failure under CI, a notice elsewhere.
 fn missing(what: &str) -> bool {
-    let hint = format!("{what} (install it as .ci/run does)");
-    assert!(
-        std::env::var_os("PERFORMCHAT_TEST_BROWSER").is_none(),
-        "{hint}"
-    );
-    eprintln!("NOT RUN: the widget's browser tests: {hint}");
-    false
+    common::missing_tool(
+        "PERFORMCHAT_TEST_BROWSER",
+        &format!("the widget's browser tests: {what}"),
+    )
 }
 
 fn chromium() -> PathBuf {

@@ -1160,3 +1160,13 @@ pub async fn audit_events_of(app: &TestApp, kind: &str, n: usize) -> Vec<Value> 
     }
     panic!("fewer than {n} {kind} events in the audit trail: {events:#?}");
 }
+
+/// Something a test needs from outside the crate is missing (a runtime, a browser): under CI
+/// (`.ci/run` installs it and sets `required_by`) a failure, elsewhere a `NOT RUN` notice.
+/// Returns false.
+pub fn missing_tool(required_by: &str, what: &str) -> bool {
+    let hint = format!("{what} (install it as .ci/run does)");
+    assert!(std::env::var_os(required_by).is_none(), "{hint}");
+    eprintln!("NOT RUN: {hint}");
+    false
+}

@@ -496,7 +496,8 @@ async fn messages_committed_on_either_instance_reach_every_socket_once_and_in_or
 /// A reply streamed through one instance reaches a socket on the other: chunk by chunk on
 /// PostgreSQL (announced by NOTIFY), whole once finished on a SQLite file shared by
 /// processes (which hear of nothing but new rows, so the poll watches the reply's status);
-/// the company's feed gets the finished reply; a handoff's agent state and message follow.
+/// the company's feed gets the reply when it started (on SQLite, if the poll found it before it
+/// finished) and finished; a handoff's agent state and message follow.
 #[tokio::test]
 async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
     use common::ChatClient;
@@ -579,7 +580,16 @@ async fn a_streamed_reply_through_one_instance_reaches_a_socket_on_the_other() {
         assert_eq!(data["message"]["id"], id.as_str());
         statuses.push(data["message"]["status"].as_str().unwrap().to_owned());
     }
-    assert_eq!(statuses, ["streaming", "complete"]);
+    if db.is_postgres() {
+        assert_eq!(statuses, ["streaming", "complete"]);
+    } else {
+        // On SQLite the feed reads each new row after the poll finds it: a reply finished
+        // before that poll is read once, finished.
+        assert!(
+            statuses == ["streaming", "complete"] || statuses == ["complete"],
+            "{statuses:?}"
+        );
+    }
 
     // A handoff announced on A: its agent state reaches B's socket on PostgreSQL (by NOTIFY
     // only, as typing), its system message on both.

@@ -54,6 +54,13 @@ test("invalidating the user closes the socket 4002; the widget gets one new toke
 test("revoking the key that minted the token ends the chat: 'Chat is unavailable', no more token calls", async () => {
   const key = cli("key", "create", "--company", process.env.PERFORMCHAT_TEST_COMPANY);
   w.site.useKey("second", key.keyId, key.keySecret);
+  // The running server learns of a key made by the CLI from its change feed: wait for it, so
+  // that the page's first token is minted at the first try.
+  await until("the server knows the new key", async () => (await fetch(`${w.server.base}/rest/v1/auth/token`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ keyId: key.keyId, keySecret: key.keySecret, userId: "probe" }),
+  })).ok);
   const { page, context } = await open({ user: "iris", key: "second" });
   await until("connected", async () => (await stateOf(page)) === "connected");
   cli("key", "revoke", key.keyId);

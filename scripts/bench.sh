@@ -8,7 +8,9 @@
 #   options: --duration SECONDS (10)  --connections N (32)  --users N (1000000, for the
 #            memory figure; 0 skips it)
 #
-# Scenarios, one at a time, each also run at half its peak rate for the latency figure:
+# Scenarios, one at a time, at 8, 32 and 128 connections (with the CPU each request took in
+# the server and in wrk, and the machine's idle share: a wait shows as a gap between them),
+# and at half the peak rate (at --connections) for the latency figure:
 #   a. mint for known users   POST /rest/v1/auth/token, 10 000 userIds all seen before
 #   b. mint for new users     every request a userId never seen (a durable insert each)
 #   c. verify                 GET /rest/v1/auth/me with valid tokens
@@ -55,6 +57,7 @@ PORT=$(free_port)
 "$BIN" --database-url "$URL" --json serve --listen "127.0.0.1:$PORT" \
     --mint-rate 100000000 --mint-burst 100000000 >"$WORK/banner.json" 2>"$WORK/server.log" &
 SERVER_PID=$!
+SERVED_BY=$SERVER_PID # the process whose CPU run_wrk measures (then the ceiling)
 PIDS+=("$SERVER_PID")
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "listening on" "$WORK/server.log" || { echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
@@ -89,13 +92,24 @@ request = function()
 end
 EOF
 
-# wrk's summary → "rps p50_ms p99_ms non2xx requests"
-run_wrk() { # script url duration [pace_ms]
-    local out
-    out=$(PACE_MS="${4:-0}" wrk -t2 -c"$CONNECTIONS" -d"${3}s" --latency -s "$1" "$2")
-    python3 - "$out" <<'EOF'
+# CPU time a process has used, in clock ticks (user + system).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The machine's idle and total ticks so far (every core).
+idle_ticks() { awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+
+# wrk's summary → "rps p50_ms p99_ms non2xx requests server_cpu_us wrk_cpu_us idle_share",
+# the CPU figures per request.
+run_wrk() { # script url duration [pace_ms] [connections]
+    local out server_before server_after idle_before idle_after wrk_cpu
+    server_before=$(cpu_ticks "$SERVED_BY")
+    idle_before=$(idle_ticks)
+    out=$( { TIMEFORMAT='%U %S'; time PACE_MS="${4:-0}" wrk -t2 -c"${5:-$CONNECTIONS}" -d"${3}s" --latency -s "$1" "$2"; } 2>"$WORK/wrk.time")
+    server_after=$(cpu_ticks "$SERVED_BY")
+    idle_after=$(idle_ticks)
+    wrk_cpu=$(tail -n 1 "$WORK/wrk.time")
+    python3 - "$out" "$server_before" "$server_after" "$wrk_cpu" "$idle_before" "$idle_after" "$(getconf CLK_TCK)" <<'EOF'
 import re, sys
-out = sys.argv[1]
+out, s0, s1, wrk_cpu, i0, i1, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], int(sys.argv[7])
 def ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -103,7 +117,12 @@ p50 = ms(*re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups())
 p99 = ms(*re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups())
 bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
 reqs = int(re.search(r"(\d+) requests in", out).group(1))
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad.group(1) if bad else 0} {reqs}")
+server_us = (s1 - s0) / hz * 1e6 / max(reqs, 1)
+wrk_us = sum(float(x) for x in wrk_cpu.split()) * 1e6 / max(reqs, 1)
+idle0, total0 = map(int, i0.split())
+idle1, total1 = map(int, i1.split())
+idle = (idle1 - idle0) / max(total1 - total0, 1)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad.group(1) if bad else 0} {reqs} {server_us:.1f} {wrk_us:.1f} {idle:.3f}")
 EOF
 }
 
@@ -139,10 +158,17 @@ FIRST_TOKEN=$(python3 -c 'import re,sys; print(re.search(r"\"([^\"]+)\"", open(s
 ME_BYTES=$(curl -s "$BASE/rest/v1/auth/me" -H "Authorization: Bearer $FIRST_TOKEN" | wc -c)
 
 declare -A R
+LEVELS=(8 32 128)
 for s in known new verify; do
     case $s in known) script=known.lua ;; new) script=new.lua ;; verify) script=me.lua ;; esac
+    for c in "${LEVELS[@]}"; do
+        [ "$c" = "$CONNECTIONS" ] && continue
+        echo "scenario $s: $c connections"
+        R[${s}_$c]=$(run_wrk "$WORK/$script" "$BASE" "$DURATION" 0 "$c")
+    done
     echo "scenario $s: peak"
     R[$s]=$(run_wrk "$WORK/$script" "$BASE" "$DURATION")
+    R[${s}_$CONNECTIONS]=${R[$s]}
     peak=$(echo "${R[$s]}" | cut -d' ' -f1)
     pace=$(python3 -c "print(max(1, round($CONNECTIONS * 1000 / ($peak / 2))))")
     echo "scenario $s: at half the peak rate"
@@ -167,23 +193,42 @@ kill "$SERVER_PID"
 
 CPORT=$(free_port)
 "$CEILING" "127.0.0.1:$CPORT" "$TOKEN_BYTES" "$ME_BYTES" >/dev/null &
+SERVED_BY=$!
 PIDS+=("$!")
 sleep 0.5
 echo "ceiling"
 CEIL_POST=$(run_wrk "$WORK/known.lua" "http://127.0.0.1:$CPORT" "$DURATION")
 CEIL_GET=$(run_wrk "$WORK/me.lua" "http://127.0.0.1:$CPORT" "$DURATION")
+for c in "${LEVELS[@]}"; do
+    [ "$c" = "$CONNECTIONS" ] && continue
+    R[ceil_post_$c]=$(run_wrk "$WORK/known.lua" "http://127.0.0.1:$CPORT" "$DURATION" 0 "$c")
+    R[ceil_get_$c]=$(run_wrk "$WORK/me.lua" "http://127.0.0.1:$CPORT" "$DURATION" 0 "$c")
+done
+R[ceil_post_$CONNECTIONS]=$CEIL_POST
+R[ceil_get_$CONNECTIONS]=$CEIL_GET
+LEVEL_ROWS=()
+for c in "${LEVELS[@]}"; do
+    for s in known new verify ceil_post ceil_get; do
+        LEVEL_ROWS+=("$s:$c:${R[${s}_$c]// /,}")
+    done
+done
 
 mkdir -p bench-results
 STAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 python3 - "$STAMP" "$BACKEND" "$DURATION" "$CONNECTIONS" "$USERS" "$RSS_AFTER_RUNS" "$RSS_MILLION" \
     "$CEIL_POST" "$CEIL_GET" "${R[known]}" "${R[known_half]}" "${R[new]}" "${R[new_half]}" \
-    "${R[verify]}" "${R[verify_half]}" <<'EOF'
+    "${R[verify]}" "${R[verify_half]}" "${LEVEL_ROWS[@]}" <<'EOF'
 import json, os, platform, sys
 (stamp, backend, duration, conns, users, rss_runs, rss_million, ceil_post, ceil_get,
  known, known_half, new, new_half, verify, verify_half) = sys.argv[1:16]
 def parse(s):
-    rps, p50, p99, bad, reqs = s.split()
-    return {"rps": float(rps), "p50_ms": float(p50), "p99_ms": float(p99), "non_2xx": int(bad), "requests": int(reqs)}
+    rps, p50, p99, bad, reqs, server_us, wrk_us, idle = s.replace(",", " ").split()
+    return {"rps": float(rps), "p50_ms": float(p50), "p99_ms": float(p99), "non_2xx": int(bad), "requests": int(reqs),
+            "server_cpu_us_per_request": float(server_us), "wrk_cpu_us_per_request": float(wrk_us), "machine_idle_share": float(idle)}
+levels = {}
+for row in sys.argv[16:]:
+    name, c, figures = row.split(":", 2)
+    levels.setdefault(name, {})[int(c)] = parse(figures)
 ceil_post, ceil_get = parse(ceil_post), parse(ceil_get)
 rows = [
     ("a. mint, known users", parse(known), parse(known_half), ceil_post, 0.60),
@@ -200,6 +245,7 @@ result = {
         {"name": n, "peak": peak, "half_rate": half, "ratio": peak["rps"] / ceil["rps"], "target_ratio": target}
         for n, peak, half, ceil, target in rows
     ],
+    "by_connections": levels,
     "rss_kib_after_scenarios": int(rss_runs),
     "users_for_memory": int(users),
     "rss_kib_after_users": int(rss_million) if rss_million else None,
@@ -215,6 +261,15 @@ for s in result["scenarios"]:
     p, h = s["peak"], s["half_rate"]
     ok = "ok" if s["ratio"] >= s["target_ratio"] else "MISS"
     lines.append(f"{s['name']:24} {p['rps']:9.0f} {p['p50_ms']:8.2f} {p['p99_ms']:8.2f} {s['ratio']:6.0%} {s['target_ratio']:5.0%} {ok:>4} {h['p99_ms']:7.2f} ms {p['non_2xx'] + h['non_2xx']:7}")
+lines.append("")
+lines.append("by connections (peak rate): req/s, p50, CPU µs per request in the server | in wrk, the machine's idle share")
+names = {"known": "a. mint, known users", "new": "b. mint, new users", "verify": "c. verify (/me)",
+         "ceil_post": "ceiling POST", "ceil_get": "ceiling GET"}
+for name, label in names.items():
+    cells = []
+    for c, f in sorted(levels.get(name, {}).items()):
+        cells.append(f"{c:>3}: {f['rps']:7.0f} {f['p50_ms']:6.2f} ms {f['server_cpu_us_per_request']:5.1f}|{f['wrk_cpu_us_per_request']:4.1f} µs {f['machine_idle_share']:4.0%} idle")
+    lines.append(f"{label:22} " + "   ".join(cells))
 lines.append("")
 lines.append(f"resident memory after the scenarios: {int(rss_runs) / 1024:.1f} MiB")
 if rss_million:

@@ -32,7 +32,7 @@ use crate::auth::Scope;
 use crate::chat;
 use crate::chat::hub::{Control, Push};
 use crate::chat::rules::{self, ClientMessageId, SenderKind};
-use crate::db::{Conversation, ConversationQuery, Handler};
+use crate::db::{Agent, Conversation, ConversationQuery, Handler};
 use crate::error::{Error, Result};
 use crate::token::{self, Caller};
 
@@ -318,7 +318,8 @@ pub async fn reply(
         text: &text,
         streaming,
     };
-    let sent = send_reply(&state, &caller, &id, reply).await?;
+    let (conversation, agent) = conversation_with_agent(&state, &caller, &id).await?;
+    let sent = send_reply(&state, &conversation, agent, reply).await?;
     let status = if sent.duplicate {
         StatusCode::OK
     } else {
@@ -342,14 +343,25 @@ pub(super) struct Reply<'a> {
     pub streaming: bool,
 }
 
-pub(super) async fn send_reply(
+/// One of the company's conversations, and its agent.
+pub(super) async fn conversation_with_agent(
     state: &AppState,
     caller: &Caller,
     conversation_id: &str,
-    reply: Reply<'_>,
-) -> Result<chat::Sent> {
+) -> Result<(Conversation, Option<Agent>)> {
     let conversation = chat::company_conversation(state, caller, conversation_id).await?;
     let agent = token::find_agent(state, &caller.company_id, &conversation.agent_id).await?;
+    Ok((conversation, agent))
+}
+
+/// Sends `reply` in `conversation` (of `agent`), unless a person handles it and the reply is
+/// the bot's.
+pub(super) async fn send_reply(
+    state: &AppState,
+    conversation: &Conversation,
+    agent: Option<Agent>,
+    reply: Reply<'_>,
+) -> Result<chat::Sent> {
     // A bot's reply waits while a person handles the conversation (or it waits for one).
     if reply.kind == SenderKind::Agent
         && conversation.handler != Handler::Bot.as_str()
@@ -365,7 +377,7 @@ pub(super) async fn send_reply(
         .unwrap_or_else(|| agent.map(|a| a.name).unwrap_or_default());
     chat::send(
         state,
-        &conversation,
+        conversation,
         reply.kind,
         Some(&name),
         reply.client_message_id,

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::agent::{Reply, company_feed, send_reply};
+use super::agent::{Reply, company_feed, conversation_with_agent, send_reply};
 use super::chat::MessageBody;
 use super::json::JsonBody;
 use super::query::Query;
@@ -186,9 +186,7 @@ async fn messages(
     let conversation = chat::company_conversation(&state, &caller, id).await?;
     let (messages, _) = history(&state, &conversation, Window::Latest, 200).await?;
     let messages: Vec<MessageBody> = messages.into_iter().map(Into::into).collect();
-    Ok(Json(
-        json!({"conversation": super::chat::ConversationBody::from(conversation), "messages": messages}),
-    ))
+    Ok(Json(json!({ "messages": messages })))
 }
 
 /// The company's live feed for one agent (`?agentId=`), as `GET /rest/v1/agent/events`.
@@ -221,8 +219,7 @@ async fn reply(
     };
     let text = super::chat::required_text("text", body.text.as_ref())?;
     let caller = demo.caller(&state).await?;
-    let conversation = chat::company_conversation(&state, &caller, id).await?;
-    let agent = token::find_agent(&state, &caller.company_id, &conversation.agent_id).await?;
+    let (conversation, agent) = conversation_with_agent(&state, &caller, id).await?;
     let human = agent.as_ref().is_none_or(|a| {
         crate::agents::AgentKind::of(&a.kind) == Some(crate::agents::AgentKind::Human)
     });
@@ -238,7 +235,7 @@ async fn reply(
         text: &text,
         streaming: false,
     };
-    let sent = send_reply(&state, &caller, id, reply).await?;
+    let sent = send_reply(&state, &conversation, agent, reply).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"message": MessageBody::from(sent.message)})),

@@ -58,9 +58,10 @@ impl AuditWriter {
             self.queued.set(self.rx.len() as i64);
             let mut delay = Duration::from_millis(100);
             let mut failures = 0u32;
-            while let Err(e) = self.db.insert_audit_events(&batch).await {
+            let events = std::sync::Arc::new(std::mem::take(&mut batch));
+            while let Err(e) = self.db.insert_audit_events(events.clone()).await {
                 if failures.is_multiple_of(60) {
-                    tracing::warn!(error = %e, waiting = batch.len(), "audit write failed; retrying");
+                    tracing::warn!(error = %e, waiting = events.len(), "audit write failed; retrying");
                 }
                 failures += 1;
                 tokio::time::sleep(delay).await;
@@ -68,11 +69,10 @@ impl AuditWriter {
             }
             if failures > 0 {
                 tracing::info!(
-                    written = batch.len(),
+                    written = events.len(),
                     "audit events written after a failure"
                 );
             }
-            batch.clear();
         }
     }
 }

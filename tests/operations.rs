@@ -706,13 +706,13 @@ async fn audit_events_past_their_retention_are_purged() {
     };
     let day = 86_400_000;
     app.db
-        .insert_audit_events(&[
+        .insert_audit_events(std::sync::Arc::new(vec![
             event(now - 100 * day, "user.invalidated"),
             event(now - 40 * day, "token.minted"),
             event(now - 60 * day, "key.revoked"),
             event(now - 20 * day, "token.minted"),
             event(now - day, "user.invalidated"),
-        ])
+        ]))
         .await
         .unwrap();
     // The server's own clean-up runs every ten minutes of its clock, with the default 90-day

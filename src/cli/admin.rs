@@ -26,7 +26,8 @@ async fn audit(db: &Db, kind: &str, company_id: &str, event: AuditEvent) -> anyh
         detail: Some("cli".to_owned()),
         ..event
     };
-    db.insert_audit_events(&[event]).await?;
+    db.insert_audit_events(std::sync::Arc::new(vec![event]))
+        .await?;
     Ok(())
 }
 

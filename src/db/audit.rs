@@ -1,5 +1,7 @@
 //! The audit trail's table.
 
+use std::sync::Arc;
+
 use super::Db;
 use super::Result;
 
@@ -52,12 +54,19 @@ pub struct AuditQuery<'a> {
 }
 
 impl Db {
-    /// Stores events in one transaction with one multi-row statement.
-    pub async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<()> {
+    /// Stores events in one transaction: on SQLite in the group commit of the mint path's
+    /// writes (`group_commit`), on PostgreSQL with one multi-row statement.
+    pub async fn insert_audit_events(&self, events: Arc<Vec<AuditEvent>>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        // SQLite allows 32 766 bound values; 10 a row.
+        if let super::Pools::Sqlite { group_commit, .. } = &self.pools {
+            return super::group_commit::submit(group_commit, |reply| {
+                super::group_commit::Job::Audit(events, reply)
+            })
+            .await;
+        }
+        // PostgreSQL allows 65 535 bound values; 10 a row.
         for chunk in events.chunks(3000) {
             transaction!(self, |tx| {
                 let mut insert = sqlx::QueryBuilder::new(

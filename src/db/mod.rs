@@ -98,6 +98,7 @@ mod audit;
 pub(crate) mod change;
 mod company;
 mod conversation;
+mod group_commit;
 mod message;
 mod revoked_token;
 mod signing_key;
@@ -170,8 +171,9 @@ pub(crate) enum Pools {
     Sqlite {
         read: SqlitePool,
         write: SqlitePool,
-        /// The group-commit task that inserts first-seen users (see `upsert_user`).
-        user_inserts: tokio::sync::mpsc::Sender<user::UserInsert>,
+        /// The group-commit task that inserts first-seen users and audit events (see
+        /// `group_commit`).
+        group_commit: tokio::sync::mpsc::Sender<group_commit::Job>,
         /// The group-commit task that stores messages (see `append_message`).
         message_appends: tokio::sync::mpsc::Sender<message::MessageAppend>,
     },
@@ -233,12 +235,12 @@ impl Db {
                     .connect_with(options.read_only(true))
                     .await
                     .context("cannot open SQLite database for reading")?;
-                let user_inserts = user::spawn_group_commit(write.clone(), writes.clone());
+                let group_commit = group_commit::spawn(write.clone(), writes.clone());
                 let message_appends = message::spawn_group_commit(write.clone(), writes.clone());
                 Pools::Sqlite {
                     read,
                     write,
-                    user_inserts,
+                    group_commit,
                     message_appends,
                 }
             }

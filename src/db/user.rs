@@ -1,12 +1,7 @@
 //! End users: one row per (company, the company's own user id). The internal id is made
 //! once and never changes, because companies store it to invalidate tokens later.
 
-use std::sync::Arc;
-
-use sqlx::sqlite::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
-
-use super::{ChangeKind, Db, Pools, Result, StoreError, WriteHealth};
+use super::{ChangeKind, Db, Pools, Result, group_commit};
 
 /// Inserts the user unless (company, external id) exists, and evaluates to the row that
 /// holds (`Result<User, sqlx::Error>`). A macro, so that the one SQL runs on either backend's
@@ -104,16 +99,14 @@ impl Db {
         };
         match &self.pools {
             // SQLite commits one transaction at a time, each with an fsync: concurrent first
-            // requests are batched into one transaction by the group-commit task, and each
-            // caller still hears back only after the commit that holds its row.
-            Pools::Sqlite { user_inserts, .. } => {
-                let closed = || StoreError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
-                let (reply, answer) = oneshot::channel();
-                user_inserts
-                    .send((pending, reply))
-                    .await
-                    .map_err(|_| closed())?;
-                answer.await.map_err(|_| closed())?
+            // requests are batched into one transaction by the group-commit task (with the
+            // audit events waiting), and each caller still hears back only after the commit
+            // that holds its row.
+            Pools::Sqlite { group_commit, .. } => {
+                group_commit::submit(group_commit, |reply| {
+                    group_commit::Job::User(pending, reply)
+                })
+                .await
             }
             // One statement (two after a lost race), each its own transaction.
             Pools::Postgres(pool) => {
@@ -218,82 +211,8 @@ impl Db {
 
 /// A first-seen user waiting to be inserted.
 pub struct PendingUser {
-    company_id: String,
-    external_id: String,
-    new_id: String,
-    now_ms: i64,
-}
-
-pub type UserInsert = (PendingUser, oneshot::Sender<Result<User>>);
-
-/// Inserts a batch in one transaction with one multi-row statement (each statement is a
-/// round trip to SQLite's worker thread, so one per user cost more than the insert), then
-/// reads the rows of users that already existed (or appeared twice in the batch).
-async fn insert_batch(
-    write: &SqlitePool,
-    health: &WriteHealth,
-    batch: &[UserInsert],
-) -> Result<Vec<User>> {
-    on_conn!(write, health, "BEGIN IMMEDIATE", |tx| {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) ",
-        );
-        insert.push_values(batch, |mut row, (p, _)| {
-            row.push_bind(p.new_id.as_str())
-                .push_bind(p.company_id.as_str())
-                .push_bind(p.external_id.as_str())
-                .push_bind(0i64)
-                .push_bind(p.now_ms);
-        });
-        insert.push(
-            " ON CONFLICT (company_id, external_id) DO NOTHING \
-         RETURNING id, company_id, external_id, token_version, invalidated_at",
-        );
-        // Not kept as a prepared statement: its text varies with the batch size.
-        let inserted: Vec<User> = insert
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut by_new_id: std::collections::HashMap<String, User> =
-            inserted.into_iter().map(|u| (u.id.clone(), u)).collect();
-        let mut users = Vec::with_capacity(batch.len());
-        for (p, _) in batch {
-            match by_new_id.remove(&p.new_id) {
-                Some(user) => users.push(user),
-                None => users.push(insert_user!(&mut *tx, p).await?),
-            }
-        }
-        users
-    })
-}
-
-/// How many first-seen users one SQLite transaction takes at most.
-const GROUP_COMMIT_MAX: usize = 256;
-
-/// SQLite's group-commit task: takes every insert waiting, runs them in one `BEGIN
-/// IMMEDIATE` transaction, commits once, then answers each. Ends when every `Db` is dropped.
-pub(super) fn spawn_group_commit(
-    write: SqlitePool,
-    health: Arc<WriteHealth>,
-) -> mpsc::Sender<UserInsert> {
-    let (tx, mut rx) = mpsc::channel::<UserInsert>(4 * GROUP_COMMIT_MAX);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
-        while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-            match insert_batch(&write, &health, &batch).await {
-                Ok(users) => {
-                    for ((_, reply), user) in batch.drain(..).zip(users) {
-                        let _ = reply.send(Ok(user));
-                    }
-                }
-                Err(e) => {
-                    for (_, reply) in batch.drain(..) {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
-        }
-    });
-    tx
+    pub(super) company_id: String,
+    pub(super) external_id: String,
+    pub(super) new_id: String,
+    pub(super) now_ms: i64,
 }

@@ -18,13 +18,13 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 
 use crate::db::Agent;
 
 /// At most this many users are remembered in each direction (about 250 bytes an entry with
 /// the cache's own bookkeeping), which keeps the whole server within its 64 MiB budget.
-const USERS: u64 = 12_000;
+const USERS: usize = 12_000;
 /// Agents are few; a table this size is only reached by abuse, and is then cleared.
 const SMALL_TABLE: usize = 10_000;
 
@@ -175,7 +175,7 @@ impl Caches {
 
     /// Entries held, for metrics and the memory budget.
     pub fn user_entries(&self) -> u64 {
-        self.user_ids.entry_count()
+        self.user_ids.len() as u64
     }
 }
 

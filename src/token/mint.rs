@@ -190,16 +190,22 @@ async fn user_for(
 /// page of their own in every group commit, which was the most of what SQLite's writer
 /// wrote for a new user. What the time gives away is when the company first minted for the
 /// user, which the company knows and the user's own token already says (`iat`).
+/// (The random part comes from the thread's CSPRNG: CUID2's own maker hashes with SHA3-512,
+/// a few percent of a new user's request.)
 fn new_user_id(now_ms: i64) -> String {
-    let mut time = [b'0'; 9];
+    use rand::Rng as _;
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut id = [b'c'; 24];
     let mut ms = now_ms.max(0) as u64;
-    for digit in time.iter_mut().rev() {
-        *digit = b"0123456789abcdefghijklmnopqrstuvwxyz"[(ms % 36) as usize];
+    for digit in id[1..10].iter_mut().rev() {
+        *digit = DIGITS[(ms % 36) as usize];
         ms /= 36;
     }
-    let random = cuid2::create_id();
-    let time = std::str::from_utf8(&time).expect("base 36 digits are ASCII");
-    format!("c{time}{}", &random[random.len() - 14..])
+    let mut rng = rand::rng();
+    for digit in &mut id[10..] {
+        *digit = DIGITS[rng.random_range(0..36)];
+    }
+    String::from_utf8(id.to_vec()).expect("base 36 digits are ASCII")
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! fields, keys, expiresIn, JWTs), `token` (the token subsystem: authenticate, mint, verify,
 //! manage, its in-memory state and the change feed that keeps it current), `db` (the storage
 //! seam over SQLite and PostgreSQL), `audit` (the audit trail's writer), `limits` (rate
-//! limits), `metrics`, `clock`, `http` (thin handlers), `cli` (operator commands).
+//! limits), `metrics`, `clock`, `logs` (where log lines go), `http` (thin handlers), `cli`
+//! (operator commands).
 
 pub mod agents;
 pub mod app;
@@ -21,5 +22,6 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod token;

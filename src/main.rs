@@ -23,14 +23,12 @@ async fn main() -> std::process::ExitCode {
         },
     };
     // Logs go to stderr, so that stdout carries only command output (and `--json`). They
-    // are written by a background thread: a write(2) per request line on the request path
-    // cost a sixth of the server's throughput. That thread writes every line queued since
-    // its last write at once (stderr itself is unbuffered: one write(2) per line). The guard
-    // flushes what is queued at exit.
+    // are written by a background thread (`performchat::logs`): a write(2) per request line
+    // on the request path cost a sixth of the server's throughput. The guard writes what is
+    // buffered at exit.
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERFORMCHAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(stderr);
+    let (writer, _flush_on_exit) = performchat::logs::spawn(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -51,6 +51,15 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Queues an event if there is room, without waiting. For events that anyone can cause
+    /// (failed authentications): a flood of them must neither hold up nor refuse the
+    /// requests around it. Returns false when the queue was full and the event dropped.
+    pub fn try_record(&self, event: AuditEvent) -> bool {
+        self.queue.try_send(event).is_ok()
+    }
+}
+
 impl AuditWriter {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH);

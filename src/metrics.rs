@@ -103,6 +103,7 @@ pub struct Metrics {
     pub change_feed_lag_ms: Gauge,
     pub change_feed_seq: Gauge,
     pub audit_queued: Gauge,
+    pub audit_dropped: Counter,
     pub chat_sockets: Gauge,
     pub chat_socket_closes: Family<CodeLabels, Counter>,
     pub chat_messages: Family<NameLabels, Counter>,
@@ -151,6 +152,7 @@ impl Default for Metrics {
             change_feed_lag_ms: Gauge::default(),
             change_feed_seq: Gauge::default(),
             audit_queued: Gauge::default(),
+            audit_dropped: Counter::default(),
             chat_sockets: Gauge::default(),
             chat_socket_closes: Family::default(),
             chat_messages: Family::default(),
@@ -237,6 +239,11 @@ impl Default for Metrics {
             "audit_queued",
             "Audit events waiting to be written",
             m.audit_queued.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Failed-authentication audit events not recorded because the audit queue was full",
+            m.audit_dropped.clone(),
         );
         registry.register(
             "chat_sockets",

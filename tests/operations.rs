@@ -360,6 +360,46 @@ async fn the_audit_trail_records_token_events_and_shows_each_company_only_its_ow
 }
 
 #[tokio::test]
+async fn a_wrong_secret_for_a_companys_key_is_an_audit_event_of_that_company() {
+    let app = spawn_app().await;
+    let other = app.add_tenant("company_other", "agent_other").await;
+    // Our keyId with another key's (well-formed) secret.
+    let res = app
+        .post(
+            "/rest/v1/auth/token",
+            &json!({"keyId": app.tenant.key_id, "keySecret": other.key_secret, "userId": "u1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    // A keyId nobody has: nothing to file it under.
+    let res = app
+        .post(
+            "/rest/v1/auth/token",
+            &json!({"keyId": "pk_nobody", "keySecret": other.key_secret, "userId": "u1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    app.mint_ok("user_123").await;
+
+    let events = audit_events(&app, &app.tenant, 2).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["token.minted", "auth.failed"]);
+    let failed = &events[1];
+    assert_eq!(failed["outcome"], "invalid_credentials");
+    assert_eq!(failed["keyId"], json!(app.tenant.key_id));
+    assert_eq!(failed["companyId"], "company_xyz");
+    assert_eq!(failed["clientIp"], "127.0.0.1");
+    assert_eq!(failed["detail"], "scope mint");
+    assert!(failed["userId"].is_null());
+    // The secret presented is nowhere in the event.
+    assert!(!failed.to_string().contains(&other.key_secret));
+    // Nothing of it in the other company's trail (its key's secret was the one misused;
+    // written before the mint seen above, in order).
+    let theirs: Value = audit_page(&app, &other, "").await.json().await.unwrap();
+    assert_eq!(theirs["events"], json!([]));
+}
+
+#[tokio::test]
 async fn operator_changes_are_audited_and_readable_from_the_cli() {
     let db = TestDb::new().await;
     let url = &db.url;

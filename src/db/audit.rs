@@ -21,7 +21,8 @@ pub struct AuditEvent {
     #[serde(serialize_with = "crate::clock::serialize_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub at: i64,
-    /// What happened: `token.minted`, `user.invalidated`, `user.erased`, `token.revoked`,
+    /// What happened: `token.minted`, `auth.failed` (a wrong secret for this company's key;
+    /// `detail` names the scope asked for), `user.invalidated`, `user.erased`, `token.revoked`,
     /// `key.created`, `key.rolled`, `key.revoked`, `agent.created`, `agent.updated`,
     /// `agent.webhook_secret_rolled`, `agent.webhook_disabled`, `company.created`,
     /// `company.updated`, `conversation.opened`, `conversation.closed`,

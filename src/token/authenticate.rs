@@ -7,7 +7,11 @@ use std::sync::Arc;
 use crate::app::AppState;
 use crate::auth::api_key::{NO_KEY_HASH, is_well_formed_key_id};
 use crate::auth::{KeyRules, KeySecret, Scope};
+use crate::db::AuditEvent;
 use crate::error::{Error, Result};
+
+/// The audit kind of a wrong secret presented for one of our keys.
+pub const AUTH_FAILED: &str = "auth.failed";
 
 /// Who is calling: a key of an active company, allowed the scope it was checked for.
 #[derive(Clone, Debug)]
@@ -53,9 +57,33 @@ pub fn authenticate(state: &AppState, creds: Credentials<'_>, scope: Scope) -> R
     let matches_current = secret.matches(current);
     let matches_previous =
         previous.is_some_and(|(hash, until)| secret.matches(hash) & (now_ms < *until));
-    let Some(key) = key.filter(|_| matches_current | matches_previous) else {
-        state.metrics.auth_failures.inc();
-        return Err(state.limits.failed(client, key_id, now_ms));
+    let key = match key {
+        Some(key) if matches_current | matches_previous => key,
+        unmatched => {
+            state.metrics.auth_failures.inc();
+            let refusal = state.limits.failed(client, key_id, now_ms);
+            // A wrong secret for one of our keys is its company's security event (a leaked
+            // keyId, a guess). An unknown keyId has no company to file it under (logs and
+            // metrics only), and once the keyId or address is blocked (429) the attempts are
+            // no longer recorded: the per-key failure limit bounds how many rows anyone can
+            // add this way.
+            if let (Some(k), Error::InvalidCredentials) = (&unmatched, &refusal) {
+                let event = AuditEvent {
+                    at: now_ms,
+                    kind: AUTH_FAILED.to_owned(),
+                    outcome: refusal.code().to_owned(),
+                    company_id: k.company_id.clone(),
+                    key_id: Some(key_id.to_owned()),
+                    client_ip: client.map(|ip| ip.to_string()),
+                    detail: Some(format!("scope {}", scope.as_str())),
+                    ..AuditEvent::default()
+                };
+                if !state.audit.try_record(event) {
+                    state.metrics.audit_dropped.inc();
+                }
+            }
+            return Err(refusal);
+        }
     };
     {
         let revocations = state.tokens.revocations();

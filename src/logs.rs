@@ -1,6 +1,7 @@
 //! Where log lines go: stderr, written by a thread of its own so that no request waits on a
-//! write(2). Lines are appended to a shared buffer, and the log thread writes whatever has
-//! gathered every [`PERIOD`] (at once when the buffer passes [`HIGH_WATER`]), in one write.
+//! write(2). Lines are appended to a shared buffer; the log thread, woken by the first line
+//! since its last write, lets lines gather for [`PERIOD`] (less when the buffer passes
+//! [`HIGH_WATER`]) and writes them in one write. An idle server's log thread sleeps.
 //!
 //! Why not `tracing_appender::non_blocking`: it hands each line over a channel and wakes the
 //! writer thread for it when the thread is idle, which it mostly is between two lines: a
@@ -77,6 +78,11 @@ fn run(shared: &Shared, mut out: impl Write) {
     loop {
         let (dropped, closing) = {
             let mut pending = shared.lock();
+            // Idle: sleep until a line comes (its writer wakes this thread) or the end.
+            while pending.lines.is_empty() && !pending.closing {
+                pending = shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
+            // Then let the lines of the next few milliseconds gather.
             if pending.lines.len() < HIGH_WATER && !pending.closing {
                 pending = shared
                     .wake
@@ -113,8 +119,11 @@ impl Write for LogWriter {
         if pending.lines.len() + line.len() > MAX_BUFFERED {
             pending.dropped += 1;
         } else {
+            // The first line since the last write wakes an idle log thread (at most one
+            // wake-up per period under load); a full buffer cuts its gathering short.
+            let first = pending.lines.is_empty();
             pending.lines.extend_from_slice(line);
-            if pending.lines.len() >= HIGH_WATER {
+            if first || pending.lines.len() >= HIGH_WATER {
                 self.0.wake.notify_one();
             }
         }

@@ -49,9 +49,7 @@ impl AuditLog {
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::Unavailable),
         }
     }
-}
 
-impl AuditLog {
     /// Queues an event if there is room, without waiting. For events that anyone can cause
     /// (failed authentications): a flood of them must neither hold up nor refuse the
     /// requests around it. Returns false when the queue was full and the event dropped.

@@ -67,10 +67,10 @@ pub(super) fn spawn(write: SqlitePool, health: Arc<WriteHealth>) -> mpsc::Sender
     tx
 }
 
-/// Hands a job to the task and waits for its commit.
-pub(super) async fn submit<T>(
-    queue: &mpsc::Sender<Job>,
-    job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
+/// Hands a job to a group-commit task (this one, or the messages') and waits for its commit.
+pub(super) async fn submit<J, T>(
+    queue: &mpsc::Sender<J>,
+    job: impl FnOnce(oneshot::Sender<Result<T>>) -> J,
 ) -> Result<T> {
     let closed = || StoreError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
     let (reply, answer) = oneshot::channel();

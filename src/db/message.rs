@@ -197,13 +197,8 @@ impl Db {
             Pools::Sqlite {
                 message_appends, ..
             } => {
-                let closed = || StoreError::Unavailable(Arc::new(sqlx::Error::PoolClosed));
-                let (reply, answer) = oneshot::channel();
-                message_appends
-                    .send((m.to_owned_message(), reply))
+                super::group_commit::submit(message_appends, |reply| (m.to_owned_message(), reply))
                     .await
-                    .map_err(|_| closed())?;
-                answer.await.map_err(|_| closed())?
             }
             // Concurrent transactions queue on the conversation's row lock only.
             Pools::Postgres(pool) => {

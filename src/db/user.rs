@@ -3,43 +3,6 @@
 
 use super::{ChangeKind, Db, Pools, Result, group_commit};
 
-/// Inserts the user unless (company, external id) exists, and evaluates to the row that
-/// holds (`Result<User, sqlx::Error>`). A macro, so that the one SQL runs on either backend's
-/// connection: `insert_user!(&mut *conn, &pending)`.
-macro_rules! insert_user {
-    ($conn:expr, $p:expr) => {
-        async {
-            let p: &PendingUser = $p;
-            let inserted = sqlx::query_as::<_, User>(
-                "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) \
-                 VALUES ($1, $2, $3, 0, $4) ON CONFLICT (company_id, external_id) DO NOTHING \
-                 RETURNING id, company_id, external_id, token_version, invalidated_at",
-            )
-            .bind(p.new_id.as_str())
-            .bind(p.company_id.as_str())
-            .bind(p.external_id.as_str())
-            .bind(p.now_ms)
-            .fetch_optional($conn)
-            .await?;
-            match inserted {
-                Some(user) => Ok::<User, sqlx::Error>(user),
-                // Another request created it first; read it on this (writing) connection,
-                // which has seen that commit.
-                None => {
-                    sqlx::query_as::<_, User>(
-                        "SELECT id, company_id, external_id, token_version, invalidated_at \
-                         FROM app_user WHERE company_id = $1 AND external_id = $2",
-                    )
-                    .bind(p.company_id.as_str())
-                    .bind(p.external_id.as_str())
-                    .fetch_one($conn)
-                    .await
-                }
-            }
-        }
-    };
-}
-
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq, Eq)]
 pub struct User {
     pub id: String,
@@ -110,10 +73,8 @@ impl Db {
             }
             // One statement (two after a lost race), each its own transaction.
             Pools::Postgres(pool) => {
-                on_conn!(pool, &self.writes, |conn| insert_user!(
-                    &mut *conn, &pending
-                )
-                .await?)
+                on_conn!(pool, &self.writes, |conn| insert_user(&mut *conn, &pending)
+                    .await?)
             }
         }
     }
@@ -206,6 +167,40 @@ impl Db {
             }
             erased
         })
+    }
+}
+
+/// PostgreSQL: inserts the user unless (company, external id) exists, and answers the row
+/// that holds. (SQLite inserts first-seen users in batches: `group_commit`.)
+async fn insert_user(
+    conn: &mut sqlx::PgConnection,
+    p: &PendingUser,
+) -> std::result::Result<User, sqlx::Error> {
+    let inserted = sqlx::query_as::<_, User>(
+        "INSERT INTO app_user (id, company_id, external_id, token_version, created_at) \
+         VALUES ($1, $2, $3, 0, $4) ON CONFLICT (company_id, external_id) DO NOTHING \
+         RETURNING id, company_id, external_id, token_version, invalidated_at",
+    )
+    .bind(p.new_id.as_str())
+    .bind(p.company_id.as_str())
+    .bind(p.external_id.as_str())
+    .bind(p.now_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match inserted {
+        Some(user) => Ok(user),
+        // Another request created it first; read it on this connection, which has seen
+        // that commit.
+        None => {
+            sqlx::query_as::<_, User>(
+                "SELECT id, company_id, external_id, token_version, invalidated_at \
+                 FROM app_user WHERE company_id = $1 AND external_id = $2",
+            )
+            .bind(p.company_id.as_str())
+            .bind(p.external_id.as_str())
+            .fetch_one(conn)
+            .await
+        }
     }
 }
 

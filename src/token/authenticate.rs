@@ -11,7 +11,7 @@ use crate::db::AuditEvent;
 use crate::error::{Error, Result};
 
 /// The audit kind of a wrong secret presented for one of our keys.
-pub const AUTH_FAILED: &str = "auth.failed";
+const AUTH_FAILED: &str = "auth.failed";
 
 /// Who is calling: a key of an active company, allowed the scope it was checked for.
 #[derive(Clone, Debug)]

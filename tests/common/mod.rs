@@ -707,13 +707,18 @@ type Ws =
 /// A chat socket client (tokio-tungstenite), as a widget would use it.
 pub struct ChatClient {
     pub ws: Ws,
+    /// Frames pushed before the answer `ready` waited for, handed out first by `next`.
+    early: std::collections::VecDeque<Value>,
 }
 
 impl ChatClient {
     /// Connects to a `ws://…/rest/v1/chat/ws` URL.
     pub async fn connect(url: &str) -> ChatClient {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        ChatClient { ws }
+        ChatClient {
+            ws,
+            early: Default::default(),
+        }
     }
 
     /// Connects and authenticates; returns the `ready` frame.
@@ -725,8 +730,21 @@ impl ChatClient {
         assert_eq!(ready["type"], "ready", "{ready}");
         // A round trip: the socket has joined the hub and serves (a test that moves the
         // clock next must not race the socket's first deadline).
+        // Frames pushed meanwhile (a reply stored as the socket joined) are kept for `next`.
         c.send(json!({"type": "ping", "id": "joined"})).await;
-        assert_eq!(c.next().await, json!({"type": "pong", "id": "joined"}));
+        let mut early = std::collections::VecDeque::new();
+        loop {
+            let frame = c.next().await;
+            if frame == json!({"type": "pong", "id": "joined"}) {
+                break;
+            }
+            assert!(
+                frame.get("id").is_none(),
+                "an answer before the pong: {frame}"
+            );
+            early.push_back(frame);
+        }
+        c.early = early;
         (c, ready)
     }
 
@@ -739,6 +757,9 @@ impl ChatClient {
 
     /// The next JSON frame (within 5 s), skipping pings.
     pub async fn next(&mut self) -> Value {
+        if let Some(frame) = self.early.pop_front() {
+            return frame;
+        }
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
                 .await

@@ -128,58 +128,67 @@ pub enum Window {
     After(i64),
 }
 
-/// Takes the next seq of an open conversation. Run inside the transaction that stores the
-/// message: it locks the conversation's row until commit, so concurrent senders queue here and
-/// seqs are gapless and in commit order.
-const NEXT_SEQ: &str = "UPDATE conversation SET last_seq = last_seq + 1, updated_at = $2 \
-     WHERE id = $1 AND status = 'open' RETURNING last_seq";
-
-const INSERT_MESSAGE: &str = concat!(
-    "INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
-     sender_name, text, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-     ON CONFLICT (conversation_id, client_message_id) DO NOTHING RETURNING ",
-    message_columns!()
+/// PostgreSQL: stores one message as one statement (its own transaction: one round trip,
+/// where BEGIN, the seq's update, the insert, the outbox's insert and COMMIT were five). The
+/// update takes the conversation's next seq and locks its row until the commit, so
+/// concurrent senders queue there and seqs are gapless and in commit order; a closed or
+/// missing conversation updates nothing and so stores nothing (no row). The insert has no
+/// `ON CONFLICT`: a `client_message_id` already taken fails the whole statement with a unique
+/// violation, so the seq it moved goes back with it. The event of a user's message to an
+/// agent that answers by itself is queued in the same statement (the outbox; the rule is
+/// `agent_event::QUEUE_EVENT`'s). Binds: message id, conversation id, client id, sender kind,
+/// sender name, text, status, event id, now.
+const STORE_ONE: &str = concat!(
+    "WITH next AS ( \
+         UPDATE conversation SET last_seq = last_seq + 1, updated_at = $9 \
+         WHERE id = $2 AND status = 'open' RETURNING last_seq, agent_id), \
+     stored AS ( \
+         INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
+             sender_name, text, status, created_at) \
+         SELECT $1, $2, last_seq, $3, $4, $5, $6, $7, $9 FROM next \
+         RETURNING ",
+    message_columns!(),
+    "), \
+     queued AS ( \
+         INSERT INTO agent_event \
+             (id, agent_id, conversation_id, type, message_id, created_at, next_attempt_at) \
+         SELECT $8, a.id, $2, 'message.created', $1, $9, $9 \
+         FROM next JOIN agent a ON a.id = next.agent_id \
+         WHERE $4 = 'user' AND EXISTS (SELECT 1 FROM stored) \
+           AND ((a.kind = 'webhook' AND a.webhook_disabled_at IS NULL) OR a.kind = 'openai') \
+         RETURNING 1) \
+     SELECT stored.*, EXISTS (SELECT 1 FROM queued) AS event_queued FROM stored"
 );
 
-/// PostgreSQL: stores one message inside the caller's transaction, with the agent event of
-/// a user's message to an agent that answers by itself. `Conflict` when its
-/// `client_message_id` is taken (the caller rolls back: the seq and `updated_at` it moved go
-/// back with it), `NotFound` when the conversation is closed or missing.
-async fn store_one(tx: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Stored> {
-    let seq = sqlx::query_scalar::<_, i64>(NEXT_SEQ)
-        .bind(m.conversation_id)
-        .bind(m.now_ms)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned()))?;
-    let message = sqlx::query_as::<_, Message>(INSERT_MESSAGE)
+/// A row of [`STORE_ONE`].
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    #[sqlx(flatten)]
+    message: Message,
+    event_queued: bool,
+}
+
+/// PostgreSQL: [`STORE_ONE`]. `Conflict` when its `client_message_id` is taken, `NotFound`
+/// when the conversation is closed or missing.
+async fn store_one(conn: &mut sqlx::PgConnection, m: &NewMessage<'_>) -> Result<Stored> {
+    let event_id = super::agent_event::event_id_for_message(m.id);
+    let row = sqlx::query_as::<_, StoredRow>(STORE_ONE)
         .bind(m.id)
         .bind(m.conversation_id)
-        .bind(seq)
         .bind(m.client_message_id)
         .bind(m.sender_kind)
         .bind(m.sender_name)
         .bind(m.text)
         .bind(m.status)
+        .bind(&event_id)
         .bind(m.now_ms)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Conflict(Entity::Message, m.client_message_id.to_owned()))?;
-    let queued = m.sender_kind == "user" && {
-        let event = super::agent_event::event_id_for_message(m.id);
-        let kind = "message.created";
-        queue_event!(
-            &mut *tx,
-            &event,
-            m.conversation_id,
-            kind,
-            Some(m.id),
-            m.now_ms
-        )
-    };
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| StoreError::conflict_on(e, Entity::Message, m.client_message_id))?
+        .ok_or_else(|| StoreError::NotFound(Entity::Conversation, m.conversation_id.to_owned()))?;
     Ok(Stored {
-        message,
-        event_queued: queued,
+        message: row.message,
+        event_queued: row.event_queued,
     })
 }
 
@@ -202,9 +211,7 @@ impl Db {
             }
             // Concurrent transactions queue on the conversation's row lock only.
             Pools::Postgres(pool) => {
-                match on_conn!(pool, &self.writes, "BEGIN", |tx| store_one(&mut tx, m)
-                    .await?)
-                {
+                match on_conn!(pool, &self.writes, |conn| store_one(conn, m).await?) {
                     Ok(message) => Ok(Some(message)),
                     Err(StoreError::Conflict(..)) => Ok(None),
                     Err(e) => Err(e),

@@ -336,8 +336,7 @@ pub async fn fail_idle_streams(state: &AppState, idle_ms: i64) -> Result<usize> 
 /// after one another sort after one another, so each insert lands on the last page of the
 /// id index, where random ids each dirtied a page of their own in every commit.
 fn message_id(now_ms: i64) -> String {
-    let random = cuid2::create_id();
-    format!("msg_{:011x}{}", now_ms.max(0), &random[random.len() - 12..])
+    format!("msg_{:011x}{}", now_ms.max(0), crate::ids::random(12))
 }
 
 /// Records how far `side` has read.

@@ -60,7 +60,7 @@ impl ClientMessageId {
 
     /// A server-made key, for replies sent without one.
     pub fn generate() -> Self {
-        ClientMessageId(format!("srv:{}", cuid2::create_id()))
+        ClientMessageId(format!("srv:{}", crate::ids::random(24)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -190,21 +190,12 @@ async fn user_for(
 /// page of their own in every group commit, which was the most of what SQLite's writer
 /// wrote for a new user. What the time gives away is when the company first minted for the
 /// user, which the company knows and the user's own token already says (`iat`).
-/// (The random part comes from the thread's CSPRNG: CUID2's own maker hashes with SHA3-512,
-/// a few percent of a new user's request.)
+/// (The random part comes from the thread's CSPRNG, `crate::ids`: CUID2's own maker hashes
+/// with SHA3-512, a few percent of a new user's request.)
 fn new_user_id(now_ms: i64) -> String {
-    use rand::Rng as _;
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut id = [b'c'; 24];
-    let mut ms = now_ms.max(0) as u64;
-    for digit in id[1..10].iter_mut().rev() {
-        *digit = DIGITS[(ms % 36) as usize];
-        ms /= 36;
-    }
-    let mut rng = rand::rng();
-    for digit in &mut id[10..] {
-        *digit = DIGITS[rng.random_range(0..36)];
-    }
+    crate::ids::fill_base36(&mut id[1..10], now_ms.max(0) as u64);
+    crate::ids::fill_random(&mut id[10..]);
     String::from_utf8(id.to_vec()).expect("base 36 digits are ASCII")
 }
 

@@ -41,6 +41,15 @@ pub fn event_id_for_message(message_id: &str) -> String {
     )
 }
 
+/// The condition on `a` (the conversation's agent) under which a user's message queues a
+/// `message.created` event: its webhook is enabled, or it is an LLM. [`QUEUE_EVENT`] says the
+/// same for one event of any type; the two statements that store messages use this.
+macro_rules! told_of_user_messages {
+    () => {
+        "((a.kind = 'webhook' AND a.webhook_disabled_at IS NULL) OR a.kind = 'openai')"
+    };
+}
+
 /// Queues an event in the caller's transaction if the conversation's agent is told of it:
 /// a `webhook` agent whose webhook is enabled, of every event; an `openai` agent, of a
 /// user's message. Answers the rows inserted (0 or 1). Binds: event id, conversation id,

@@ -136,7 +136,7 @@ pub enum Window {
 /// `ON CONFLICT`: a `client_message_id` already taken fails the whole statement with a unique
 /// violation, so the seq it moved goes back with it. The event of a user's message to an
 /// agent that answers by itself is queued in the same statement (the outbox; the rule is
-/// `agent_event::QUEUE_EVENT`'s). Binds: message id, conversation id, client id, sender kind,
+/// `told_of_user_messages!`). Binds: message id, conversation id, client id, sender kind,
 /// sender name, text, status, event id, now.
 const STORE_ONE: &str = concat!(
     "WITH next AS ( \
@@ -154,9 +154,9 @@ const STORE_ONE: &str = concat!(
              (id, agent_id, conversation_id, type, message_id, created_at, next_attempt_at) \
          SELECT $8, a.id, $2, 'message.created', $1, $9, $9 \
          FROM next JOIN agent a ON a.id = next.agent_id \
-         WHERE $4 = 'user' AND EXISTS (SELECT 1 FROM stored) \
-           AND ((a.kind = 'webhook' AND a.webhook_disabled_at IS NULL) OR a.kind = 'openai') \
-         RETURNING 1) \
+         WHERE $4 = 'user' AND ",
+    told_of_user_messages!(),
+    " RETURNING 1) \
      SELECT stored.*, EXISTS (SELECT 1 FROM queued) AS event_queued FROM stored"
 );
 
@@ -476,14 +476,15 @@ pub type MessageAppend = (OwnedMessage, oneshot::Sender<Outcome>);
 /// wake-up per message. The `INSERT … SELECT` numbers the new messages of each conversation
 /// after its last seq (`row_number()` in batch order) and leaves out closed conversations and
 /// client ids already taken; the second `INSERT` queues the event of each user's message to
-/// an agent that answers by itself (as `agent_event::QUEUE_EVENT` decides for one message;
-/// its id as `agent_event::event_id_for_message` makes it); the `UPDATE` moves each
+/// an agent that answers by itself (`told_of_user_messages!`; its id as
+/// `agent_event::event_id_for_message` makes it); the `UPDATE` moves each
 /// conversation's last seq to its newest message; the `SELECT` answers the seq of every
 /// message stored and whether its event was queued, in one row. SQLite's own
 /// SQL (JSON functions, a window function in an insert): PostgreSQL stores each message in
 /// its own transaction (`store_one`), where concurrent transactions queue on the
 /// conversation's row only.
-const STORE_BATCH: &str = "BEGIN IMMEDIATE; \
+const STORE_BATCH: &str = concat!(
+    "BEGIN IMMEDIATE; \
      INSERT INTO message (id, conversation_id, seq, client_message_id, sender_kind, \
          sender_name, text, status, created_at) \
      SELECT m.value ->> 0, m.value ->> 1, \
@@ -498,9 +499,9 @@ const STORE_BATCH: &str = "BEGIN IMMEDIATE; \
          m.value ->> 7, m.value ->> 7 \
      FROM json_each($1) AS m JOIN conversation c ON c.id = m.value ->> 1 \
          JOIN agent a ON a.id = c.agent_id \
-     WHERE m.value ->> 3 = 'user' \
-       AND ((a.kind = 'webhook' AND a.webhook_disabled_at IS NULL) OR a.kind = 'openai') \
-       AND EXISTS (SELECT 1 FROM message WHERE id = m.value ->> 0); \
+     WHERE m.value ->> 3 = 'user' AND ",
+    told_of_user_messages!(),
+    " AND EXISTS (SELECT 1 FROM message WHERE id = m.value ->> 0); \
      UPDATE conversation \
      SET last_seq = (SELECT max(seq) FROM message WHERE conversation_id = conversation.id), \
          updated_at = $2 \
@@ -509,7 +510,8 @@ const STORE_BATCH: &str = "BEGIN IMMEDIATE; \
      SELECT json_group_array(json_array(id, seq, EXISTS (SELECT 1 FROM agent_event e \
          WHERE e.id = 'evt_' || substr(message.id, 5)))) FROM message \
      WHERE id IN (SELECT value ->> 0 FROM json_each($1)); \
-     COMMIT";
+     COMMIT"
+);
 
 async fn store_batch(
     conn: &mut sqlx::SqliteConnection,

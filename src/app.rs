@@ -95,6 +95,7 @@ impl App {
         tasks.spawn(async move { feed::listen(s.db.clone(), &s.tokens, st).await });
         tasks.spawn(housekeeping(state.clone(), stop.clone()));
         tasks.spawn(close_dead_sockets(state.clone(), stop.clone()));
+        tasks.spawn(socket_timers(state.clone(), stop.clone()));
         crate::chat::fanout::spawn(&state, &tasks, &stop);
         tasks.spawn(crate::agents::worker::run(state.clone(), stop.clone()));
         Ok(App { state, tasks, stop })
@@ -202,6 +203,19 @@ async fn close_dead_sockets(state: AppState, stop: CancellationToken) {
             // Missed some: every socket checks.
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => state.chat.hub.poke_all(),
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The chat sockets' one timer: every tick, the sockets whose deadline passed (a ping to
+/// send, the idle timeout, the token's `expiring` warning or its expiry) are signalled.
+async fn socket_timers(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::chat::hub::TIMER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => state.chat.hub.fire_due_timers(),
         }
     }
 }

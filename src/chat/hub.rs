@@ -13,7 +13,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::auth::jwt::Claims;
@@ -66,44 +68,67 @@ pub struct Socket {
 }
 
 /// What the hub (or a token event) gives a socket: its queue of pushes, a close request, a
-/// request to check its token again. A `VecDeque` under a mutex rather than a channel: an
-/// idle socket's queue allocates nothing, where a tokio channel holds about a kilobyte
-/// (cache-padded halves and a first block of slots) per socket.
-#[derive(Default)]
+/// request to check its token again, its timer. Every idle socket keeps one, so it is kept
+/// small (112 bytes): a `VecDeque` under a mutex rather than a channel (a tokio channel
+/// holds about a kilobyte per socket, in cache-padded halves and a first block of slots); one
+/// waker and a flag for all that wakes the reader rather than a `Notify` each; a deadline
+/// that the hub's one timer checks ([`Hub::fire_due_timers`]) rather than a timer per socket.
 pub struct Control {
     /// A close code the socket must close with (0: none).
     close: AtomicU16,
     /// Check the token again: something it depends on changed (see [`Control::take_recheck`]).
     recheck: AtomicBool,
+    /// The socket's deadline passed (see [`Control::take_timer`]).
+    timer: AtomicBool,
+    /// Something for the reader: a push queued, a token check, a close, the timer.
+    signal: AtomicBool,
+    waker: AtomicWaker,
     queue: Mutex<VecDeque<Arc<Push>>>,
-    /// Something for the reader: a push queued, a token check or a close asked for. One
-    /// notification for all three: each waiting future is kept by every idle socket.
-    pub wake: Notify,
-    /// A close code was set (see [`Control::closing`]).
-    closing: Notify,
+    /// When the socket's timer is due, in milliseconds of [`Hub::now_ms`] (`u64::MAX`: not
+    /// set, or fired).
+    due: AtomicU64,
     /// Token checks the socket has finished ([`Control::GONE`] once it is closed and its
-    /// close frame sent), and their announcement: what [`Hub::settle`] waits on.
+    /// close frame sent): what [`Hub::settle`] waits on.
     checks: AtomicU64,
-    checked: Notify,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            close: AtomicU16::new(0),
+            recheck: AtomicBool::new(false),
+            timer: AtomicBool::new(false),
+            signal: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            queue: Mutex::default(),
+            due: AtomicU64::new(u64::MAX),
+            checks: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Control {
     const GONE: u64 = u64::MAX;
 
-    /// The socket finished a token check and is still open.
-    pub fn checked_once(&self) {
-        let _ = self
-            .checks
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n != Self::GONE).then_some(n + 1)
-            });
-        self.checked.notify_waiters();
+    /// Wakes the reader; what for, it reads from the flags and the queue.
+    fn signal(&self) {
+        self.signal.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
-    /// The socket is closed (its close frame, if any, sent).
-    pub fn gone(&self) {
-        self.checks.store(Self::GONE, Ordering::Release);
-        self.checked.notify_waiters();
+    /// Resolves once the socket was signalled since the last time it resolved: a push
+    /// queued, a token check asked for, a close code set, or the timer due.
+    pub fn signalled(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.signal.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            match self.signal.swap(false, Ordering::AcqRel) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
     }
 
     /// Pokes the socket; what to pass to [`Control::checked_since`].
@@ -115,7 +140,7 @@ impl Control {
 
     fn ask_recheck(&self) {
         self.recheck.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.signal();
     }
 
     /// Whether a token check was asked for since the last call.
@@ -123,17 +148,42 @@ impl Control {
         self.recheck.swap(false, Ordering::AcqRel)
     }
 
+    /// Sets the socket's timer: it is signalled, and [`Control::take_timer`] tells, once
+    /// `at` (in milliseconds of [`Hub::now_ms`]) has passed.
+    pub fn set_timer(&self, at: u64) {
+        self.due.store(at, Ordering::Release);
+    }
+
+    /// Whether the timer fired since the last call.
+    pub fn take_timer(&self) -> bool {
+        self.timer.swap(false, Ordering::AcqRel)
+    }
+
+    fn fire_if_due(&self, now: u64) {
+        let due = self.due.load(Ordering::Acquire);
+        // A deadline set meanwhile by the socket stays.
+        if due <= now
+            && self
+                .due
+                .compare_exchange(due, u64::MAX, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.timer.store(true, Ordering::Release);
+            self.signal();
+        }
+    }
+
     /// Waits until the socket has checked its token since `before` (or is gone).
-    async fn checked_since(&self, before: u64) {
+    async fn checked_since(&self, before: u64, checked: &Notify) {
         loop {
-            let checked = self.checked.notified();
-            tokio::pin!(checked);
-            checked.as_mut().enable();
+            let notified = checked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let now = self.checks.load(Ordering::Acquire);
             if now == Self::GONE || now > before {
                 return;
             }
-            checked.await;
+            notified.await;
         }
     }
 
@@ -153,7 +203,7 @@ impl Control {
         }
         queue.push_back(push.clone());
         drop(queue);
-        self.wake.notify_one();
+        self.signal();
         true
     }
 
@@ -168,20 +218,22 @@ impl Control {
         let _ = self
             .close
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.wake.notify_one();
-        self.closing.notify_one();
+        self.signal();
     }
 
     /// Resolves once a close code is set: a socket blocked writing to a client that reads
     /// nothing stops waiting, and closes.
-    pub async fn closing(&self) {
-        loop {
-            let closing = self.closing.notified();
+    pub fn closing(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
             if self.close_code().is_some() {
-                return;
+                return Poll::Ready(());
             }
-            closing.await;
-        }
+            self.waker.register(cx.waker());
+            match self.close_code() {
+                Some(_) => Poll::Ready(()),
+                None => Poll::Pending,
+            }
+        })
     }
 }
 
@@ -270,11 +322,31 @@ pub enum Delivery {
     NoParty,
 }
 
-#[derive(Default)]
 pub struct Hub {
     next_id: AtomicU64,
     inner: Mutex<Inner>,
+    /// What [`Hub::now_ms`] counts from.
+    epoch: std::time::Instant,
+    /// A socket finished a token check, or closed: told only while some [`Hub::settle`]
+    /// waits (`settling`), so that the sockets' checks do not take a lock each.
+    checked: Notify,
+    settling: AtomicU64,
 }
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            next_id: AtomicU64::new(0),
+            inner: Mutex::default(),
+            epoch: std::time::Instant::now(),
+            checked: Notify::new(),
+            settling: AtomicU64::new(0),
+        }
+    }
+}
+
+/// How often the hub's timer looks for sockets whose deadline passed.
+pub const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The close code of a socket whose queue overflowed.
 pub const TOO_SLOW: u16 = 4009;
@@ -282,6 +354,45 @@ pub const TOO_SLOW: u16 = 4009;
 pub const ACCESS_REVOKED: u16 = 4003;
 
 impl Hub {
+    /// Milliseconds since the hub was made, on the monotonic clock: what socket timers
+    /// are set in.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Signals every socket whose timer is due. Run every [`TIMER_TICK`] by the server: one
+    /// pass over this instance's sockets instead of a timer in each (a tokio `Sleep` was
+    /// 112 bytes of every idle socket's task).
+    pub fn fire_due_timers(&self) {
+        let now = self.now_ms();
+        let inner = self.lock();
+        for e in inner.sockets.values() {
+            e.control.fire_if_due(now);
+        }
+    }
+
+    /// The socket finished a token check and is still open.
+    pub fn checked_once(&self, control: &Control) {
+        let _ = control
+            .checks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != Control::GONE).then_some(n + 1)
+            });
+        self.tell_settling();
+    }
+
+    /// The socket is closed (its close frame, if any, sent).
+    pub fn gone(&self, control: &Control) {
+        control.checks.store(Control::GONE, Ordering::Release);
+        self.tell_settling();
+    }
+
+    fn tell_settling(&self) {
+        if self.settling.load(Ordering::Acquire) > 0 {
+            self.checked.notify_waiters();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -480,13 +591,15 @@ impl Hub {
         if controls.is_empty() {
             return;
         }
+        self.settling.fetch_add(1, Ordering::AcqRel);
         let poked: Vec<u64> = controls.iter().map(|c| c.poke()).collect();
         let all = async {
             for (control, before) in controls.iter().zip(poked) {
-                control.checked_since(before).await;
+                control.checked_since(before, &self.checked).await;
             }
         };
         let _ = tokio::time::timeout(within, all).await;
+        self.settling.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Pokes the sockets a token event may concern; each checks its token again. A feed whose
@@ -656,10 +769,11 @@ mod tests {
         let other = hub.join(&claims("u2", "a1", "j2"), vec![]);
         // The socket's task: on a poke, it takes 50 ms to send its close frame.
         let control = dying.control.clone();
+        let hub_of_task = hub.clone();
         let task = tokio::spawn(async move {
-            control.wake.notified().await;
+            control.signalled().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
-            control.gone();
+            hub_of_task.gone(&control);
         });
         let started = tokio::time::Instant::now();
         let event = TokenEvent::UserInvalidated {
@@ -672,9 +786,10 @@ mod tests {
         task.await.unwrap();
         // A socket that checks and stays open settles too; nobody's sockets: at once.
         let control = other.control.clone();
+        let hub_of_task = hub.clone();
         tokio::spawn(async move {
-            control.wake.notified().await;
-            control.checked_once();
+            control.signalled().await;
+            hub_of_task.checked_once(&control);
         });
         let event = TokenEvent::TokenRevoked { jti: "j2".into() };
         tokio::time::timeout(

@@ -587,7 +587,7 @@ pub(super) fn company_feed(
                     return None;
                 }
                 tokio::select! {
-                    _ = feed.control.wake.notified() => pending.extend(feed.control.take_pushes()),
+                    _ = feed.control.signalled() => pending.extend(feed.control.take_pushes()),
                     _ = feed.control.closing() => return None,
                 }
             }

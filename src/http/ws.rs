@@ -266,27 +266,30 @@ fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error
 /// its layout is watched: an async block rather than an `async fn` (whose arguments were
 /// stored twice, as arguments and as locals); no local kept across two waits beside `Live`
 /// (rustc reserves such a local's room for the whole life); what runs once, or only while a
-/// frame is handled, boxed (it was 11 KiB unboxed, 2 KiB as an `async fn`).
+/// frame or a signal is handled, boxed (it was 11 KiB unboxed, 2 KiB as an `async fn`; the
+/// task is now 1 KiB, the socket's stream a third of it). Its timers are the hub's
+/// (`Hub::fire_due_timers`): a tokio `Sleep` would be 112 bytes more.
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
 )]
 fn session(state: AppState, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
     async move {
-        let hub = &state.chat.hub;
-        let Some((claims, joined)) = Box::pin(enter(&state, &mut socket)).await else {
+        let Some((claims, Socket { id, control })) = Box::pin(enter(&state, &mut socket)).await
+        else {
             return;
         };
         let mut live = Live {
             state: &state,
             claims,
-            socket_id: joined.id,
+            socket_id: id,
             expiring_sent: false,
             known: None,
             last_typing: None,
-            control: joined.control.clone(),
+            control,
         };
-        let code = live.run(&mut socket, joined).await;
+        let code = live.run(&mut socket).await;
+        let hub = &state.chat.hub;
         hub.leave(live.socket_id);
         if let Some(code) = code {
             state.metrics.chat_closed(code.0);
@@ -294,7 +297,7 @@ fn session(state: AppState, mut socket: WebSocket) -> impl Future<Output = ()> +
             let closing = tokio::time::timeout(CLOSE_WITHIN, close_with(&mut socket, code));
             let _ = Box::pin(closing).await;
         }
-        live.control.gone();
+        hub.gone(&live.control);
     }
 }
 
@@ -410,6 +413,20 @@ async fn known_conversation<'k>(
     Ok(known.as_deref().expect("kept above"))
 }
 
+/// What a socket's loop does next.
+enum Step {
+    Go,
+    /// Close, with this code if any.
+    End(Option<(u16, &'static str)>),
+}
+
+/// A socket's ping clock, in milliseconds of `Hub::now_ms`.
+struct Timing {
+    /// When the client last sent a frame.
+    last_heard: u64,
+    next_ping: u64,
+}
+
 /// An authenticated socket.
 struct Live<'a> {
     state: &'a AppState,
@@ -435,10 +452,11 @@ impl Live<'_> {
         ((c.exp - 60) * 1000).max(eighty_percent)
     }
 
-    /// The socket's next deadline (the expiring warning, or the expiry) from now.
-    /// A deadline already passed waits 50 ms: the check it triggers closes the socket or moves
-    /// the deadline, and this keeps a socket from spinning if neither happened.
-    fn next_deadline(&self) -> Duration {
+    /// Milliseconds from now to the token's next deadline (the expiring warning, or the
+    /// expiry). A deadline already passed waits 50 ms: the check it triggers closes the
+    /// socket or moves the deadline, and this keeps a socket from spinning if neither
+    /// happened.
+    fn next_deadline_ms(&self) -> u64 {
         let now = self.state.clock.now_ms();
         let at = if self.expiring_sent {
             // The token dies once `exp` plus the allowed clock difference has passed.
@@ -446,13 +464,13 @@ impl Live<'_> {
         } else {
             self.expiring_at_ms()
         };
-        Duration::from_millis((at - now).max(50) as u64)
+        (at - now).max(50) as u64
     }
 
     /// Checks the token again: a close code if it is dead; sends `expiring` when due.
     async fn recheck(&mut self, socket: &mut WebSocket) -> Result<(), (u16, &'static str)> {
         token::check_alive(self.state, &self.claims).map_err(close_for)?;
-        self.control.checked_once();
+        self.state.chat.hub.checked_once(&self.control);
         if !self.expiring_sent && self.state.clock.now_ms() >= self.expiring_at_ms() {
             self.expiring_sent = true;
             let out = Out::Expiring {
@@ -465,105 +483,127 @@ impl Live<'_> {
         Ok(())
     }
 
-    /// Serves the socket until it closes; the close code to send, if any.
-    async fn run(&mut self, socket: &mut WebSocket, joined: Socket) -> Option<(u16, &'static str)> {
-        let settings = &self.state.settings;
-        let ping_every = Duration::from_secs(settings.chat_ping_interval.max(1).into());
-        let silent_for = Duration::from_secs(settings.chat_idle_timeout.into());
-        let mut last_heard = tokio::time::Instant::now();
-        let mut next_ping = last_heard + ping_every;
-        // One timer for the next ping and the token's next deadline (the `expiring` warning,
-        // then the expiry): an idle socket keeps one, not two.
-        let timer = tokio::time::sleep_until(next_ping);
-        tokio::pin!(timer);
+    /// Serves the socket until it closes; the close code to send, if any. What an idle
+    /// socket waits in is kept small: a frame, or a signal, is handled in a future of its own.
+    async fn run(&mut self, socket: &mut WebSocket) -> Option<(u16, &'static str)> {
+        let mut timing = Timing {
+            last_heard: self.state.chat.hub.now_ms(),
+            next_ping: 0,
+        };
+        timing.next_ping = timing.last_heard + self.ping_every_ms();
         loop {
-            if let Some(code) = joined.control.close_code() {
+            if let Some(code) = self.control.close_code() {
                 return Some((code, close::reason(code)));
             }
-            let wake = next_ping.min(tokio::time::Instant::now() + self.next_deadline());
-            if timer.deadline() != wake {
-                timer.as_mut().reset(wake);
-            }
-            tokio::select! {
-                frame = socket.recv() => {
-                    last_heard = tokio::time::Instant::now();
-                    match frame {
-                        None => return None,
-                        Some(Err(e)) => {
-                            // tungstenite refuses an oversized frame before handing it over;
-                            // axum's error hides its kind, so its text tells.
-                            let text = e.to_string();
-                            let too_big = text.contains("too long") || text.contains("too big");
-                            return too_big.then_some(close::TOO_BIG);
-                        }
-                        Some(Ok(Frame::Text(t))) => {
-                            if let Err(code) = Box::pin(self.recheck(socket)).await {
-                                return Some(code);
-                            }
-                            tokio::select! {
-                                open = Box::pin(self.answer(socket, t.as_str(), &joined.control)) => if !open {
-                                    return None;
-                                },
-                                // A client that sends but never reads: see below.
-                                _ = joined.control.closing() => {}
-                            }
-                        }
-                        Some(Ok(Frame::Binary(_))) => {
-                            if !Box::pin(refuse_binary(socket)).await {
-                                return None;
-                            }
-                        }
-                        Some(Ok(Frame::Close(_))) => return None,
-                        Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
-                    }
+            // The next ping or the token's next deadline, whichever comes first; the hub's
+            // timer signals the socket then.
+            let now = self.state.chat.hub.now_ms();
+            self.control
+                .set_timer(timing.next_ping.min(now + self.next_deadline_ms()));
+            let frame = tokio::select! {
+                frame = socket.recv() => Some(frame),
+                _ = self.control.signalled() => None,
+            };
+            let step = match frame {
+                Some(frame) => {
+                    timing.last_heard = self.state.chat.hub.now_ms();
+                    Box::pin(self.on_frame(socket, frame)).await
                 }
-                _ = joined.control.wake.notified() => {
-                    if joined.control.take_recheck()
-                        && let Err(code) = Box::pin(self.recheck(socket)).await
-                    {
-                        return Some(code);
-                    }
-                    // A client that reads nothing blocks the write; its queue then
-                    // overflows, and the close code set by the hub ends the wait.
-                    tokio::select! {
-                        sent = Box::pin(self.deliver_queued(socket, &joined.control)) => if !sent {
-                            return None;
-                        },
-                        _ = joined.control.closing() => {}
-                    }
-                }
-                _ = &mut timer => {
-                    if let Err(code) = Box::pin(self.recheck(socket)).await {
-                        return Some(code);
-                    }
-                    let now = tokio::time::Instant::now();
-                    if now >= next_ping {
-                        next_ping = now + ping_every;
-                        if last_heard.elapsed() > silent_for {
-                            return None;
-                        }
-                        // A client that takes no bytes for the idle timeout is as silent as
-                        // one that sends none.
-                        let ping = socket.send(Frame::Ping(Default::default()));
-                        let pinged = Box::pin(tokio::time::timeout(silent_for, ping)).await;
-                        if !matches!(pinged, Ok(Ok(()))) {
-                            return None;
-                        }
-                    }
-                }
+                None => Box::pin(self.on_signal(socket, &mut timing)).await,
+            };
+            if let Step::End(code) = step {
+                return code;
             }
         }
     }
 
+    fn ping_every_ms(&self) -> u64 {
+        u64::from(self.state.settings.chat_ping_interval.max(1)) * 1000
+    }
+
+    /// A frame from the client (`None`: the connection ended).
+    async fn on_frame(
+        &mut self,
+        socket: &mut WebSocket,
+        frame: Option<Result<Frame, axum::Error>>,
+    ) -> Step {
+        match frame {
+            None => Step::End(None),
+            Some(Err(e)) => {
+                // tungstenite refuses an oversized frame before handing it over; axum's
+                // error hides its kind, so its text tells.
+                let text = e.to_string();
+                let too_big = text.contains("too long") || text.contains("too big");
+                Step::End(too_big.then_some(close::TOO_BIG))
+            }
+            Some(Ok(Frame::Text(t))) => {
+                if let Err(code) = self.recheck(socket).await {
+                    return Step::End(Some(code));
+                }
+                let control = self.control.clone();
+                tokio::select! {
+                    open = self.answer(socket, t.as_str()) => if !open {
+                        return Step::End(None);
+                    },
+                    // A client that sends but never reads: see `on_signal`.
+                    _ = control.closing() => {}
+                }
+                Step::Go
+            }
+            Some(Ok(Frame::Binary(_))) => match refuse_binary(socket).await {
+                true => Step::Go,
+                false => Step::End(None),
+            },
+            Some(Ok(Frame::Close(_))) => Step::End(None),
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Go,
+        }
+    }
+
+    /// The socket was signalled: pushes queued, a token check asked for, its timer due, or
+    /// a close code set (which the loop reads).
+    async fn on_signal(&mut self, socket: &mut WebSocket, timing: &mut Timing) -> Step {
+        let timer = self.control.take_timer();
+        if (self.control.take_recheck() || timer)
+            && let Err(code) = self.recheck(socket).await
+        {
+            return Step::End(Some(code));
+        }
+        let now = self.state.chat.hub.now_ms();
+        if timer && now >= timing.next_ping {
+            timing.next_ping = now + self.ping_every_ms();
+            let silent_for = u64::from(self.state.settings.chat_idle_timeout) * 1000;
+            if now - timing.last_heard > silent_for {
+                return Step::End(None);
+            }
+            // A client that takes no bytes for the idle timeout is as silent as one that
+            // sends none.
+            let ping = socket.send(Frame::Ping(Default::default()));
+            let pinged = tokio::time::timeout(Duration::from_millis(silent_for), ping).await;
+            if !matches!(pinged, Ok(Ok(()))) {
+                return Step::End(None);
+            }
+        }
+        // A client that reads nothing blocks the write; its queue then overflows, and the
+        // close code set by the hub ends the wait.
+        let control = self.control.clone();
+        tokio::select! {
+            sent = self.deliver_queued(socket) => if !sent {
+                return Step::End(None);
+            },
+            _ = control.closing() => {}
+        }
+        Step::Go
+    }
+
     /// Answers a client frame, then sends what it caused to be pushed to this socket (the
     /// sender's own message after its ack) in the same write.
-    async fn answer(&mut self, socket: &mut WebSocket, frame: &str, control: &Control) -> bool {
-        self.handle(socket, frame).await && self.deliver_queued(socket, control).await
+    async fn answer(&mut self, socket: &mut WebSocket, frame: &str) -> bool {
+        self.handle(socket, frame).await && self.deliver_queued(socket).await
     }
 
     /// Sends the pushes queued for the socket, in one write where they fit.
-    async fn deliver_queued(&self, socket: &mut WebSocket, control: &Control) -> bool {
-        for push in control.take_pushes() {
+    async fn deliver_queued(&self, socket: &mut WebSocket) -> bool {
+        for push in self.control.take_pushes() {
             if !self.deliver(socket, &push).await {
                 return false;
             }

@@ -240,8 +240,16 @@ impl Control {
 struct Entry {
     user_id: Arc<str>,
     agent_id: Arc<str>,
-    jti: Arc<str>,
+    /// The token's jti, hashed (see [`jti_hash`]).
+    jti: u64,
     control: Arc<Control>,
+}
+
+/// A jti as the hub keeps it: which socket a revoked token may be is all the hub needs to
+/// know, and the socket checks its own token.
+fn jti_hash(jti: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(jti)
 }
 
 /// One user talking with one agent: the sockets, and how far each conversation has been
@@ -252,13 +260,42 @@ struct Party {
     /// Conversation id → the highest seq pushed (or, for the conversations open when the
     /// party's first socket joined, their last seq then). A conversation missing here was
     /// made after that: everything in it is still to deliver.
-    cursors: HashMap<Box<str>, i64>,
+    cursors: Cursors,
+}
+
+/// Conversation id → the highest seq pushed: a short list (a party follows one open
+/// conversation at a time, and the few it saw closed), 24 bytes where a map is 48.
+#[derive(Default)]
+struct Cursors(Vec<(Box<str>, i64)>);
+
+impl Cursors {
+    fn get(&self, conversation_id: &str) -> Option<i64> {
+        self.0
+            .iter()
+            .find(|(c, _)| **c == *conversation_id)
+            .map(|(_, seq)| *seq)
+    }
+
+    /// The conversation's cursor, from 0 if it has none yet.
+    fn get_mut(&mut self, conversation_id: &str) -> &mut i64 {
+        let at = match self.0.iter().position(|(c, _)| **c == *conversation_id) {
+            Some(at) => at,
+            None => {
+                self.0.push((conversation_id.into(), 0));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.0.iter().map(|(c, seq)| (&**c, *seq))
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     sockets: HashMap<u64, Entry>,
-    by_jti: HashMap<Arc<str>, u64>,
     /// User → their parties, one per agent: nearly always one, so a short list rather than
     /// a map of agents (a map per user was a few hundred bytes of each idle socket).
     parties: HashMap<Arc<str>, Vec<Party>>,
@@ -288,8 +325,16 @@ impl Inner {
                 .flatten()
                 .flat_map(|party| party.sockets.iter().copied())
                 .collect(),
+            // A scan rather than a map of jtis (a map entry and a copy of the jti were about
+            // 100 bytes of every socket): a revoked token is rare. A hash that matches by
+            // chance only makes a socket check its token once more.
             TokenEvent::TokenRevoked { jti } => {
-                self.by_jti.get(jti.as_str()).copied().into_iter().collect()
+                let jti = jti_hash(jti);
+                self.sockets
+                    .iter()
+                    .filter(|(_, e)| e.jti == jti)
+                    .map(|(id, _)| *id)
+                    .collect()
             }
             TokenEvent::KeyRevoked { .. }
             | TokenEvent::AgentActive { active: false, .. }
@@ -413,8 +458,6 @@ impl Hub {
             Some((k, _)) => k.clone(),
             None => claims.sub.as_str().into(),
         };
-        let jti: Arc<str> = claims.jti.as_str().into();
-        inner.by_jti.insert(jti.clone(), id);
         // Room for one: a `Vec` would make room for four at its first push.
         let parties = inner
             .parties
@@ -426,10 +469,12 @@ impl Hub {
                 parties.push(Party {
                     agent_id: claims.agent_id.as_str().into(),
                     sockets: Vec::with_capacity(1),
-                    cursors: open_seqs
-                        .into_iter()
-                        .map(|(c, seq)| (c.into_boxed_str(), seq))
-                        .collect(),
+                    cursors: Cursors(
+                        open_seqs
+                            .into_iter()
+                            .map(|(c, seq)| (c.into_boxed_str(), seq))
+                            .collect(),
+                    ),
                 });
                 parties.len() - 1
             }
@@ -442,7 +487,7 @@ impl Hub {
             Entry {
                 user_id,
                 agent_id,
-                jti,
+                jti: jti_hash(&claims.jti),
                 control: control.clone(),
             },
         );
@@ -451,14 +496,9 @@ impl Hub {
 
     /// A refreshed token: the same user, agent and company, another jti.
     pub fn refreshed(&self, id: u64, claims: &Claims) {
-        let mut inner = self.lock();
-        let jti: Arc<str> = claims.jti.as_str().into();
-        let Some(entry) = inner.sockets.get_mut(&id) else {
-            return;
-        };
-        let old = std::mem::replace(&mut entry.jti, jti.clone());
-        inner.by_jti.remove(&old);
-        inner.by_jti.insert(jti, id);
+        if let Some(entry) = self.lock().sockets.get_mut(&id) {
+            entry.jti = jti_hash(&claims.jti);
+        }
     }
 
     pub fn leave(&self, id: u64) {
@@ -466,7 +506,6 @@ impl Hub {
         let Some(entry) = inner.sockets.remove(&id) else {
             return;
         };
-        inner.by_jti.remove(&entry.jti);
         if let Some(parties) = inner.parties.get_mut(&entry.user_id) {
             if let Some(party) = parties.iter_mut().find(|p| p.agent_id == entry.agent_id) {
                 party.sockets.retain(|s| *s != id);
@@ -503,7 +542,7 @@ impl Hub {
         let Some(party) = inner.party(user_id, agent_id) else {
             return 0;
         };
-        if party.cursors.get(conversation_id).copied().unwrap_or(0) < seq {
+        if party.cursors.get(conversation_id).unwrap_or(0) < seq {
             return 0;
         }
         Self::queue(&inner, &party.sockets, push)
@@ -524,13 +563,7 @@ impl Hub {
         let Some(party) = inner.party_mut(user_id, agent_id) else {
             return Delivery::NoParty;
         };
-        let cursor = match party.cursors.get_mut(message.conversation_id.as_str()) {
-            Some(cursor) => cursor,
-            None => party
-                .cursors
-                .entry(message.conversation_id.as_str().into())
-                .or_insert(0),
-        };
+        let cursor = party.cursors.get_mut(&message.conversation_id);
         if message.seq <= *cursor {
             return Delivery::Repeat;
         }
@@ -550,7 +583,7 @@ impl Hub {
     pub fn cursor(&self, user_id: &str, agent_id: &str, conversation_id: &str) -> Option<i64> {
         let inner = self.lock();
         let party = inner.party(user_id, agent_id)?;
-        Some(party.cursors.get(conversation_id).copied().unwrap_or(0))
+        Some(party.cursors.get(conversation_id).unwrap_or(0))
     }
 
     /// Whether some socket here talks for this user with this agent.
@@ -568,7 +601,7 @@ impl Hub {
             .flat_map(|(user, parties)| {
                 parties.iter().flat_map(move |party| {
                     party.cursors.iter().map(move |(c, seq)| {
-                        (c.to_string(), user.clone(), party.agent_id.clone(), *seq)
+                        (c.to_string(), user.clone(), party.agent_id.clone(), seq)
                     })
                 })
             })
@@ -759,7 +792,7 @@ mod tests {
         hub.leave(other_agent.id);
         assert_eq!(hub.sockets(), 0);
         let inner = hub.lock();
-        assert!(inner.by_jti.is_empty() && inner.parties.is_empty());
+        assert!(inner.parties.is_empty());
     }
 
     #[tokio::test]

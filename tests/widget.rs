@@ -31,6 +31,8 @@ async fn widget_js_is_served_to_any_site_cached_and_revalidated() {
         "the script in the binary is widget/widget.js"
     );
     assert!(body.contains("window).PerformChat"));
+    // What a page pays to embed the chat, as the README gives it.
+    assert!(body.len() < 30 * 1024, "widget.js is {} bytes", body.len());
 
     let again = app
         .client

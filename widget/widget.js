@@ -5,7 +5,7 @@
  *   PerformChat.mount(element | null, { getToken: async () => "<chat token>" })
  *
  * It speaks the public chat protocol (docs/chat-protocol.md) and nothing else, lives in an
- * open Shadow DOM, and has no dependencies. Checked with `tsc --checkJs` (widget/tsconfig.json).
+ * open Shadow DOM, and has no dependencies.
  */
 (() => {
 "use strict";
@@ -41,6 +41,7 @@ const STRINGS = {
   typing: "{name} is typing…",
   thinking: "{name} is thinking…",
   notSent: "Not sent.",
+  replyFailed: "The reply failed.",
   retry: "Retry",
   sending: "Sending…",
   you: "You",
@@ -88,6 +89,7 @@ h2 { font: inherit; font-weight: 600; margin: 0; flex: 1; overflow: hidden; text
 .system .body { background: none; color: var(--muted); font-size: .9em; text-align: center; padding: 2px 8px; }
 .streaming .body::after { content: "▍"; opacity: .6; }
 .failed .body { opacity: .75; }
+.failed .body:empty { display: none; }
 .note { font-size: .8em; color: var(--performchat-error, #a40e26); display: flex; gap: 6px; align-items: center; }
 .pending { color: var(--muted); }
 a { color: var(--link); }
@@ -287,8 +289,7 @@ function mount(target, options) {
     return (m.sender && m.sender.name) || agentName();
   }
 
-  /** The list item of a stored message or an outgoing one (keyed by clientMessageId for both
-   * the user's own messages, so the stored one replaces its outgoing copy in place). */
+  /** A message's item (a user's by clientMessageId: its stored form replaces its outgoing one). */
   function itemFor(/** @type {string} */ key) {
     let li = nodes.get(key);
     if (!li) {
@@ -309,6 +310,7 @@ function mount(target, options) {
     li.children[0].textContent = whoLabel(m);
     renderText(li.children[1], m.text);
     while (li.children.length > 2) li.lastChild && li.removeChild(li.lastChild);
+    if (m.status === "failed" && kind !== "user") li.append(el("div", { class: "note" }, t.replyFailed));
     place(li, m.seq);
   }
 
@@ -366,7 +368,7 @@ function mount(target, options) {
     if (!conversation || m.conversationId !== conversation.id) return;
     const had = messages.get(m.seq);
     if (had && !(had.status === "streaming" && m.status !== "streaming")) {
-      // Already have it; a read may still complete a streaming copy with more text.
+      // Had it; a read may complete a streaming copy.
       if (had.status === "streaming" && m.status === "streaming" && codePoints(m.text).length > codePoints(had.text).length) {
         messages.set(m.seq, m);
         showMessage(m);
@@ -632,7 +634,7 @@ function mount(target, options) {
     const opened = await request({ type: "open" });
     if (opened.type !== "conversation") throw new Error(opened.message || "cannot open");
     if (!had || had.id !== opened.conversation.id) {
-      // A new conversation (the first, or the last one was closed): keep what is shown.
+      // A new conversation: keep what is shown.
       conversation = Object.assign({}, opened.conversation, { lastSeq: 0 });
       messages.clear();
     }
@@ -647,7 +649,7 @@ function mount(target, options) {
     const conv = /** @type {Conversation} */ (conversation);
     const have = conv.lastSeq;
     if (newest.length && newest[0].seq > have + 1 && have > 0) {
-      // More was missed than `open` returns: read forward from what we have.
+      // More missed than `open` returns: read forward.
       let after = have;
       for (;;) {
         const page = await request({ type: "history", conversationId: conv.id, after, limit: 200 });
@@ -701,7 +703,7 @@ function mount(target, options) {
         }
       }
     } catch (_) {
-      // Disconnected: what was sending is queued again, and goes after the reconnect.
+      // Disconnected: what was sending is queued again.
     } finally {
       flushing = false;
     }
@@ -807,7 +809,7 @@ function mount(target, options) {
       window.removeEventListener("online", onOnline);
       host.remove();
     },
-    /** `ready`, `message`, `delta`, `state`, `error`; returns a function that unsubscribes. */
+    /** `ready`, `message`, `delta`, `state`, `error`; returns an unsubscribe function. */
     on(/** @type {string} */ name, /** @type {(x: any) => void} */ cb) {
       (listeners[name] = listeners[name] || []).push(cb);
       return () => {

@@ -68,6 +68,27 @@ test("a streamed reply grows in place as its deltas come, then completes", async
   await context.close();
 });
 
+test("a reply that fails says so, before its first words or after them", async () => {
+  const { page, context } = await open({ user: "fay" });
+  const conversation = await pageConversation(page);
+  const path = `/rest/v1/agent/conversations/${conversation}/messages`;
+  const { message: empty } = await w.server.agent("POST", path, { status: "streaming", text: "" });
+  await w.server.agent("PATCH", `${path}/${empty.id}`, { status: "failed" });
+  const { message: cut } = await w.server.agent("POST", path, { status: "streaming", text: "Let me check" });
+  await w.server.agent("PATCH", `${path}/${cut.id}`, { status: "failed" });
+  await until("both failed replies shown", async () =>
+    (await listed(page)).filter((m) => m.cls.includes("failed")).length === 2);
+  const [first, second] = (await listed(page)).filter((m) => m.cls.includes("failed"));
+  assert.deepEqual([first.text, first.note], ["", "The reply failed."]);
+  assert.deepEqual([second.text, second.note], ["Let me check", "The reply failed."]);
+  // No empty bubble: the failed reply without words shows its note only.
+  const bubbles = await page.evaluate(() => Array.from(document.querySelector("performchat-chat").shadowRoot
+    .querySelectorAll("li.failed .body")).map((b) => b.getBoundingClientRect().height));
+  assert.equal(bubbles[0], 0, "the empty reply's bubble is not shown");
+  assert.ok(bubbles[1] > 0, "the cut reply's words are shown");
+  await context.close();
+});
+
 test("what the agent's side does is shown: typing, a handoff until a person answers, a refused send with Retry", async () => {
   const { page, context } = await open({ user: "ivy" });
   const conversation = await pageConversation(page);

@@ -10,7 +10,7 @@
 #
 # Scenarios:
 #   memory      N idle authenticated sockets on one instance: (RSS with them − RSS after
-#               minting their tokens) / N
+#               minting their tokens) / N; the median of three rounds
 #   throughput  64 users' sockets sending back to back, each ack after the durable commit;
 #               then send→ack latency at half that rate
 #   connect     64 sockets sending `auth` at once, 20 rounds: auth→ready

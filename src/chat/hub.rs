@@ -69,7 +69,7 @@ pub struct Socket {
 
 /// What the hub (or a token event) gives a socket: its queue of pushes, a close request, a
 /// request to check its token again, its timer. Every idle socket keeps one, so it is kept
-/// small (112 bytes): a `VecDeque` under a mutex rather than a channel (a tokio channel
+/// small (104 bytes with its reference counts): a `VecDeque` under a mutex rather than a channel (a tokio channel
 /// holds about a kilobyte per socket, in cache-padded halves and a first block of slots); one
 /// waker and a flag for all that wakes the reader rather than a `Notify` each; a deadline
 /// that the hub's one timer checks ([`Hub::fire_due_timers`]) rather than a timer per socket.

@@ -486,11 +486,11 @@ impl Live<'_> {
     /// Serves the socket until it closes; the close code to send, if any. What an idle
     /// socket waits in is kept small: a frame, or a signal, is handled in a future of its own.
     async fn run(&mut self, socket: &mut WebSocket) -> Option<(u16, &'static str)> {
+        let now = self.state.chat.hub.now_ms();
         let mut timing = Timing {
-            last_heard: self.state.chat.hub.now_ms(),
-            next_ping: 0,
+            last_heard: now,
+            next_ping: now + self.ping_every_ms(),
         };
-        timing.next_ping = timing.last_heard + self.ping_every_ms();
         loop {
             if let Some(code) = self.control.close_code() {
                 return Some((code, close::reason(code)));

@@ -69,10 +69,11 @@ pub struct Socket {
 
 /// What the hub (or a token event) gives a socket: its queue of pushes, a close request, a
 /// request to check its token again, its timer. Every idle socket keeps one, so it is kept
-/// small (104 bytes with its reference counts): a `VecDeque` under a mutex rather than a channel (a tokio channel
-/// holds about a kilobyte per socket, in cache-padded halves and a first block of slots); one
-/// waker and a flag for all that wakes the reader rather than a `Notify` each; a deadline
-/// that the hub's one timer checks ([`Hub::fire_due_timers`]) rather than a timer per socket.
+/// small (104 bytes with its reference counts): a `VecDeque` under a mutex rather than a
+/// channel (a tokio channel holds about a kilobyte per socket, in cache-padded halves and a
+/// first block of slots); one waker and a flag for all that wakes the reader rather than a
+/// `Notify` each; a deadline that the hub's one timer checks ([`Hub::fire_due_timers`])
+/// rather than a timer per socket.
 pub struct Control {
     /// A close code the socket must close with (0: none).
     close: AtomicU16,
@@ -131,7 +132,7 @@ impl Control {
         })
     }
 
-    /// Pokes the socket; what to pass to [`Control::checked_since`].
+    /// Pokes the socket; what to pass to [`Hub::checked_since`].
     fn poke(&self) -> u64 {
         let before = self.checks.load(Ordering::Acquire);
         self.ask_recheck();
@@ -170,20 +171,6 @@ impl Control {
         {
             self.timer.store(true, Ordering::Release);
             self.signal();
-        }
-    }
-
-    /// Waits until the socket has checked its token since `before` (or is gone).
-    async fn checked_since(&self, before: u64, checked: &Notify) {
-        loop {
-            let notified = checked.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = self.checks.load(Ordering::Acquire);
-            if now == Self::GONE || now > before {
-                return;
-            }
-            notified.await;
         }
     }
 
@@ -438,6 +425,20 @@ impl Hub {
         }
     }
 
+    /// Waits until the socket has checked its token since `before` (or is gone).
+    async fn checked_since(&self, control: &Control, before: u64) {
+        loop {
+            let notified = self.checked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = control.checks.load(Ordering::Acquire);
+            if now == Control::GONE || now > before {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -628,7 +629,7 @@ impl Hub {
         let poked: Vec<u64> = controls.iter().map(|c| c.poke()).collect();
         let all = async {
             for (control, before) in controls.iter().zip(poked) {
-                control.checked_since(before, &self.checked).await;
+                self.checked_since(control, before).await;
             }
         };
         let _ = tokio::time::timeout(within, all).await;

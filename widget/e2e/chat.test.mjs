@@ -147,6 +147,8 @@ test("markup in a message is shown as text, and only http(s) links become links"
   const evil = `<img src=x onerror="window.pwned=1"> see https://example.com/a?b=1, javascript:alert(1)`;
   await page.getByRole("textbox", { name: "Message" }).fill(evil);
   await page.keyboard.press("Enter");
+  // Acked first, so that the reply takes the next seq and is listed after it.
+  await until("sent", async () => (await listed(page)).some((m) => m.text === evil && !m.note));
   await w.server.agent("POST", `/rest/v1/agent/conversations/${conversation}/messages`, {
     text: `<b>bold</b><script>window.pwned=2</script> http://example.org/x.`,
   });

@@ -37,21 +37,24 @@ const GROUP_COMMIT_MAX: usize = 256;
 /// batch, keeps the row that won); the events of `$2` are appended in order; the last
 /// statement answers the row of every user of `$1`, new or not, as one JSON array. The
 /// `WHERE true` is SQLite's rule for an upsert on an `INSERT … SELECT` (it tells the
-/// `ON CONFLICT` from a join's `ON`).
+/// `ON CONFLICT` from a join's `ON`). `jsonb_each`, not `json_each`: its `value` of a row is
+/// SQLite's binary JSON, which `->>` reads as it is, where `json_each` gives each row back
+/// as text that every `->>` parses again; that parsing was 44 % of the SQLite thread's time
+/// (BENCHMARKS.md, "Rows walked as binary JSON").
 const STORE_BATCH: &str = "BEGIN IMMEDIATE; \
      INSERT INTO app_user (id, company_id, external_id, token_version, created_at) \
      SELECT value ->> 0, value ->> 1, value ->> 2, 0, value ->> 3 \
-     FROM json_each($1) WHERE true ORDER BY key \
+     FROM jsonb_each($1) WHERE true ORDER BY key \
      ON CONFLICT (company_id, external_id) DO NOTHING; \
      INSERT INTO audit_event \
          (at, kind, outcome, company_id, key_id, user_id, agent_id, jti, client_ip, detail) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
          value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
-     FROM json_each($2) ORDER BY key; \
+     FROM jsonb_each($2) ORDER BY key; \
      SELECT json_group_array(json_array(u.id, u.company_id, u.external_id, u.token_version, \
          u.invalidated_at)) \
      FROM app_user u WHERE (u.company_id, u.external_id) IN \
-         (SELECT value ->> 1, value ->> 2 FROM json_each($1)); \
+         (SELECT value ->> 1, value ->> 2 FROM jsonb_each($1)); \
      COMMIT";
 
 /// Starts the task; it ends when every sender (every `Db` clone) is dropped.

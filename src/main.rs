@@ -31,6 +31,7 @@ async fn main() -> std::process::ExitCode {
     let (writer, _flush_on_exit) = performchat::logs::spawn(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(performchat::clock::LogTime)
         .with_writer(writer);
     match cli.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),

@@ -4,6 +4,7 @@
 use std::io::IsTerminal as _;
 
 use performchat::config::{Cli, LogFormat};
+use performchat::logs::LineFormat;
 
 // mimalloc: the request path allocates many small, short-lived buffers; with glibc's malloc
 // they cost a tenth of the CPU and its per-thread arenas inflated resident memory.
@@ -31,11 +32,14 @@ async fn main() -> std::process::ExitCode {
     let (writer, _flush_on_exit) = performchat::logs::spawn(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_timer(performchat::clock::LogTime)
         .with_writer(writer);
     match cli.log_format {
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.event_format(LineFormat::Json).init(),
+        // Colours for a person at a terminal, by the subscriber's own formatter.
+        LogFormat::Text if std::io::stderr().is_terminal() => {
+            logs.with_timer(performchat::clock::LogTime).init()
+        }
+        LogFormat::Text => logs.event_format(LineFormat::Text).init(),
     }
     match performchat::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

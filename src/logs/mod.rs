@@ -13,6 +13,10 @@
 //! stops taking them (a full pipe nobody reads): past [`MAX_BUFFERED`] bytes waiting, lines
 //! are counted, and the count is written once stderr moves again.
 
+mod line;
+
+pub use line::LineFormat;
+
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;

@@ -87,6 +87,16 @@ impl Stamp {
         })
     }
 
+    /// Now, to the microsecond (the log lines' timestamp); the epoch if the system clock is
+    /// set before 1970 or after 9999.
+    pub fn now_micros() -> Stamp {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Stamp::utc(now.as_secs() as i64, now.subsec_nanos(), 6)
+            .unwrap_or_else(|| Stamp::utc(0, 0, 6).expect("the epoch is in range"))
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.text[..self.len]).expect("ASCII digits and separators")
     }
@@ -120,13 +130,7 @@ pub struct LogTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for LogTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        match Stamp::utc(now.as_secs() as i64, now.subsec_nanos(), 6) {
-            Some(stamp) => w.write_str(stamp.as_str()),
-            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
-        }
+        w.write_str(Stamp::now_micros().as_str())
     }
 }
 

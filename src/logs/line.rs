@@ -6,7 +6,6 @@
 //! `main` keeps the subscriber's coloured text instead.
 
 use std::fmt::{self, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -40,13 +39,8 @@ where
         // An event from the `log` crate carries its real target in fields.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let stamp = Stamp::utc(now.as_secs() as i64, now.subsec_nanos(), 6);
-        let stamp = stamp
-            .as_ref()
-            .map_or("1970-01-01T00:00:00.000000Z", |s| s.as_str());
+        let stamp = Stamp::now_micros();
+        let stamp = stamp.as_str();
         match self {
             LineFormat::Text => {
                 w.write_str(stamp)?;

@@ -1,7 +1,8 @@
-//! Where log lines go: stderr, written by a thread of its own so that no request waits on a
-//! write(2). Lines are appended to a shared buffer; the log thread, woken by the first line
-//! since its last write, lets lines gather for [`PERIOD`] (less when the buffer passes
-//! [`HIGH_WATER`]) and writes them in one write. An idle server's log thread sleeps.
+//! Log lines: how they look ([`LineFormat`]), and where they go. They go to stderr, written
+//! by a thread of its own so that no request waits on a write(2). Lines are appended to a
+//! shared buffer; the log thread, woken by the first line since its last write, lets lines
+//! gather for [`PERIOD`] (less when the buffer passes [`HIGH_WATER`]) and writes them in one
+//! write. An idle server's log thread sleeps.
 //!
 //! Why not `tracing_appender::non_blocking`: it hands each line over a channel and wakes the
 //! writer thread for it when the thread is idle, which it mostly is between two lines: a

@@ -263,32 +263,17 @@ impl fmt::Write for Escaped<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
+    use super::super::tests::Sink;
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'a self) -> Buffer {
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
+        type Writer = Sink;
+        fn make_writer(&'a self) -> Sink {
             self.clone()
         }
     }
 
-    impl Buffer {
+    impl Sink {
         fn lines(&self) -> Vec<String> {
             let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
             text.lines().map(str::to_owned).collect()
@@ -320,8 +305,8 @@ mod tests {
 
     /// (ours, tracing-subscriber's) lines for [`events`] in one layout.
     fn both(json: bool) -> (Vec<String>, Vec<String>) {
-        let ours = Buffer::default();
-        let theirs = Buffer::default();
+        let ours = Sink::default();
+        let theirs = Sink::default();
         let format = if json {
             LineFormat::Json
         } else {

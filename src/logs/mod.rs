@@ -162,9 +162,9 @@ impl Drop for FlushOnDrop {
 mod tests {
     use super::*;
 
-    /// A `Write` the test can read back.
+    /// A `Write` the test can read back (also the formatter's tests').
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Sink(pub(super) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {

@@ -149,6 +149,8 @@ impl Visit for TextFields<'_, '_> {
         self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
+    // The subscriber adds ` name.sources=[…]` for an error with sources; the service logs its
+    // errors by their text (`error = %e`), which goes through `record_debug`.
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.field(field, |w| write!(w, "{value}"));
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: a figure that does not move with
 # what else the machine is doing, for changes too small to show in requests/s on a shared
-# two-core machine (see BENCHMARKS.md "A log line's cost").
+# two-core machine (see BENCHMARKS.md "A log line's cost, counted in instructions").
 #
 #   scripts/bench-instructions.sh [--requests N (2000)] [--bin PATH (the release build)]
 #
@@ -82,9 +82,9 @@ work, n = sys.argv[1], int(sys.argv[2])
 totals = {}
 for path in glob.glob(os.path.join(work, "callgrind.*")):
     text = open(path, errors="replace").read()
-    trigger = re.search(r"^desc: Trigger: Client Request: (\w+)", text, re.M) or \
-        re.search(r"^desc: Trigger: (?:dump )?(\w+)$", text, re.M)
-    summary = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+    # `callgrind_control --dump=NAME` writes a part whose trigger is "dump NAME".
+    trigger = re.search(r"^desc: Trigger: dump (\w+)$", text, re.M)
+    summary = re.search(r"^summary: (\d+)", text, re.M)
     if trigger and summary:
         totals[trigger.group(1)] = totals.get(trigger.group(1), 0) + int(summary.group(1))
 for name, label in (("mint", "mint, known user"), ("me", "verify (/me)")):

@@ -1,9 +1,9 @@
 //! How a log line looks: tracing-subscriber's own text and JSON layouts, written without
 //! `core::fmt` where it can be avoided. The subscriber's formatter writes each field through
 //! `fmt` with its styling wrappers (even with colours off), and was 9 % of the instructions of
-//! a `/me` request (callgrind, BENCHMARKS.md "A log line's cost"); this one writes the same
-//! bytes in less than half of them. Spans are not shown: the service makes none. At a terminal,
-//! `main` keeps the subscriber's coloured text instead.
+//! a `/me` request (BENCHMARKS.md "A log line's cost, counted in instructions"); this one
+//! writes the same bytes in less than half of them. Spans are not shown: the service makes
+//! none. At a terminal, `main` keeps the subscriber's coloured text instead.
 
 use std::fmt::{self, Write as _};
 

@@ -132,7 +132,7 @@ impl Db {
                    WHERE e.next_attempt_at <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM agent_event p \
                        WHERE p.conversation_id = e.conversation_id AND p.n < e.n) \
-                   ORDER BY e.next_attempt_at, e.n LIMIT $3) \
+                   ORDER BY e.next_attempt_at, e.n LIMIT +$3) \
                  RETURNING ",
                 event_columns!()
             ))

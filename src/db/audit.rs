@@ -101,7 +101,7 @@ impl Db {
                  client_ip, detail FROM audit_event \
                  WHERE company_id = $1 AND ($2 IS NULL OR at >= $2) \
                  AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR id < $4) \
-                 ORDER BY id DESC LIMIT $5",
+                 ORDER BY id DESC LIMIT +$5",
             )
             .bind(q.company_id)
             .bind(q.since_ms)

@@ -90,7 +90,7 @@ impl Db {
     pub async fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<Change>> {
         let rows = run!(self, |pool| {
             sqlx::query_as::<_, (i64, String, String)>(
-                "SELECT seq, kind, subject FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, kind, subject FROM change_log WHERE seq > $1 ORDER BY seq LIMIT +$2",
             )
             .bind(seq)
             .bind(limit)

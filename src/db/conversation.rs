@@ -203,7 +203,7 @@ impl Db {
             sqlx::query_as::<_, Conversation>(conversation_select!(
                 "WHERE user_id = $1 AND agent_id = $2 \
                  AND (created_at < $3 OR (created_at = $3 AND id < $4) OR $4 = '') \
-                 ORDER BY created_at DESC, id DESC LIMIT $5"
+                 ORDER BY created_at DESC, id DESC LIMIT +$5"
             ))
             .bind(user_id)
             .bind(agent_id)
@@ -227,7 +227,7 @@ impl Db {
                  AND ($3 IS NULL OR status = $3) AND updated_at >= $4 \
                  AND (updated_at > $5 OR (updated_at = $5 AND id > $6)) \
                  AND ($8 IS NULL OR handler = $8) \
-                 ORDER BY updated_at, id LIMIT $7"
+                 ORDER BY updated_at, id LIMIT +$7"
             ))
             .bind(q.company_id)
             .bind(q.agent_id)

@@ -339,7 +339,7 @@ impl Db {
             Pools::Sqlite { read, .. } => Ok(sqlx::query_as(
                 "SELECT m.rowid, m.conversation_id, c.user_id, c.agent_id, c.company_id, m.seq \
                  FROM message m JOIN conversation c ON c.id = m.conversation_id \
-                 WHERE m.rowid > $1 ORDER BY m.rowid LIMIT $2",
+                 WHERE m.rowid > $1 ORDER BY m.rowid LIMIT +$2",
             )
             .bind(rowid)
             .bind(limit)
@@ -437,14 +437,14 @@ impl Db {
                 sqlx::query_as::<_, Message>(concat!(
                     "SELECT ",
                     message_columns!(),
-                    " FROM message WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    " FROM message WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT +$3"
                 ))
             } else {
                 sqlx::query_as::<_, Message>(concat!(
                     "SELECT ",
                     message_columns!(),
                     " FROM message WHERE conversation_id = $1 AND seq < $2 \
-                     ORDER BY seq DESC LIMIT $3"
+                     ORDER BY seq DESC LIMIT +$3"
                 ))
             };
             query

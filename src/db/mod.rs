@@ -1,6 +1,12 @@
 //! The storage seam: one [`Db`] value over SQLite or PostgreSQL, with functions named in
 //! domain terms. Each SQL statement is written once and runs on either backend through
 //! [`run!`]; the few places where the dialects differ say so beside the `match`.
+//!
+//! A bound `LIMIT` is written `LIMIT +$n`. SQLite (3.51) plans a `LIMIT $n` for the value
+//! bound at the time and re-prepares the statement whenever that parameter is bound again,
+//! that is at every execution: a quarter of the SQLite reader threads' time when the chat's
+//! poll read new messages (BENCHMARKS.md, "SQLite statements prepared once"). The unary
+//! plus makes the limit an expression SQLite evaluates at run time, as PostgreSQL does.
 
 // The query macros come first: macro_rules are visible only to code after them.
 

@@ -17,11 +17,20 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Failed-authentication blocking is off: schemathesis sends thousands of made-up key pairs.
-"$TARGET_DIR/debug/performchat" --database-url "sqlite://$WORK/st.db" serve \
-    --listen "127.0.0.1:$PORT" --auth-failures-per-minute 0 >"$WORK/banner.txt" 2>"$WORK/server.log" &
+"$TARGET_DIR/debug/performchat" --database-url "sqlite://$WORK/st.db" --json serve \
+    --listen "127.0.0.1:$PORT" --auth-failures-per-minute 0 >"$WORK/banner.json" 2>"$WORK/server.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done
+
+# Real credentials for both security schemes (tests/schemathesis/schemathesis.toml reads
+# them from the environment), so that the operations behind them are tested past their
+# 401: the bootstrap key pair as HTTP Basic, and a token minted with it as the bearer.
+read -r KEY_ID KEY_SECRET < <(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["bootstrap"]; print(b["keyId"], b["keySecret"])' "$WORK/banner.json")
+TOKEN=$(curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/auth/token" -H 'Content-Type: application/json' \
+    -d "{\"keyId\":\"$KEY_ID\",\"keySecret\":\"$KEY_SECRET\",\"userId\":\"schemathesis\",\"expiresIn\":\"24h\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+export PERFORMCHAT_ST_KEY_ID="$KEY_ID" PERFORMCHAT_ST_KEY_SECRET="$KEY_SECRET" PERFORMCHAT_ST_TOKEN="$TOKEN"
 
 schemathesis --config-file tests/schemathesis/schemathesis.toml run \
     "http://127.0.0.1:$PORT/rest/v1/openapi.json" --max-examples "$EXAMPLES" --seed 1

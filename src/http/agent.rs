@@ -175,10 +175,10 @@ fn chat_caller(
 #[utoipa::path(get, path = "/rest/v1/agent/conversations", tag = "chat", security(("keyPair" = [])),
     params(
         ("agentId" = Option<String>, Query, description = "Only this agent's"),
-        ("status" = Option<String>, Query, pattern = "^(open|closed|waiting_human)$", description = "open, closed, or waiting_human: open and handed to a person none of whom has answered yet"),
+        ("status" = Option<String>, Query, pattern = "^(open|closed|waiting_human)?$", description = "open, closed, or waiting_human: open and handed to a person none of whom has answered yet"),
         ("updatedSince" = Option<i64>, Query, minimum = 0, description = "Only conversations changed at or after this time (unix milliseconds)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Conversations per page (default 50)"),
-        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,18}\\.[A-Za-z0-9_]+$", description = "The nextCursor of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^(-?[0-9]{1,18}\\.[A-Za-z0-9_]+)?$", description = "The nextCursor of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of conversations", body = ConversationPage),
@@ -226,8 +226,8 @@ pub async fn list_conversations(
 #[utoipa::path(get, path = "/rest/v1/agent/conversations/{id}/messages", tag = "chat", security(("keyPair" = [])),
     params(
         ("id" = String, Path),
-        ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a lower seq"),
-        ("after" = Option<i64>, Query, minimum = 0, description = "Only messages with a higher seq"),
+        ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a lower seq (not with after)"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only messages with a higher seq (not with before)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Messages per page (default 50)"),
     ),
     responses(

@@ -30,7 +30,7 @@ pub struct AuditPage {
 /// Your company's audit trail, newest first, a page at a time.
 #[utoipa::path(get, path = "/rest/v1/audit", tag = "operations", security(("keyPair" = [])),
     params(
-        ("since" = Option<String>, Query, pattern = "^[0-9]*\\.?[0-9]+ *(ms|s|m|h|d|w|y)$", description = "Only events this recent: a duration such as 1h or 7d"),
+        ("since" = Option<String>, Query, pattern = "^([0-9]*\\.?[0-9]+ *(ms|s|m|h|d|w|y))?$", description = "Only events this recent: a duration such as 1h or 7d"),
         ("user" = Option<String>, Query, description = "Only events of this user (the internal user id)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)"),
         ("cursor" = Option<String>, Query, pattern = "^[0-9]{0,18}$", description = "The nextCursor of the previous page"),

@@ -263,7 +263,7 @@ pub async fn open_conversation(
 #[utoipa::path(get, path = "/rest/v1/chat/conversations", tag = "chat", security(("bearer" = [])),
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Conversations per page (default 50)"),
-        ("cursor" = Option<String>, Query, pattern = "^-?[0-9]{1,18}\\.[A-Za-z0-9_]+$", description = "The nextCursor of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^(-?[0-9]{1,18}\\.[A-Za-z0-9_]+)?$", description = "The nextCursor of the previous page"),
     ),
     responses(
         (status = 200, description = "A page of conversations", body = ConversationPage),
@@ -287,8 +287,8 @@ pub async fn list_conversations(
 #[utoipa::path(get, path = "/rest/v1/chat/conversations/{id}/messages", tag = "chat", security(("bearer" = [])),
     params(
         ("id" = String, Path),
-        ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a lower seq"),
-        ("after" = Option<i64>, Query, minimum = 0, description = "Only messages with a higher seq (catching up)"),
+        ("before" = Option<i64>, Query, minimum = 0, description = "Only messages with a lower seq (not with after)"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only messages with a higher seq, to catch up (not with before)"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Messages per page (default 50)"),
     ),
     responses(

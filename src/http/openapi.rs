@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 #[openapi(
     info(
         title = "performchat",
-        description = "Self-hosted chat-auth server: a company's backend trades its API key pair for a short-lived JWT naming one of its end users and one agent; the user's chat widget presents it.",
+        description = "Self-hosted chat-auth server: a company's backend trades its API key pair for a short-lived JWT naming one of its end users and one agent; the user's chat widget presents it. A query parameter given empty counts as not given.",
         license(name = "MIT")
     ),
     paths(

@@ -405,6 +405,30 @@ mod tests {
     }
 
     #[test]
+    fn bound_limits_are_written_with_a_unary_plus() {
+        // See the module's doc: `LIMIT $n` makes SQLite prepare the statement at every run.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/db");
+        // Spelt in two pieces, so that this file's own line does not match.
+        let bare = concat!("LIMIT ", "$");
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            read += 1;
+            for (n, line) in text.lines().enumerate() {
+                let comment = line.trim_start().starts_with("//");
+                assert!(
+                    comment || !line.contains(bare),
+                    "{}:{}: write LIMIT +$n",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        assert!(read > 10, "read {read} files of {dir}");
+    }
+
+    #[test]
     fn passwords_are_hidden_in_database_urls() {
         assert_eq!(
             redact_url("postgres://app:hunter2@db:5432/pc"),

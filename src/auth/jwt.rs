@@ -6,9 +6,10 @@
 //! implementation jsonwebtoken itself uses), called directly because each key's HMAC state
 //! is keyed once and cloned per token: jsonwebtoken keys a new HMAC at every call, hashing
 //! the key's inner and outer pads again, two of the eight SHA-256 blocks a token costs. The
-//! tests check tokens both ways against jsonwebtoken. Verification accepts only that exact header,
-//! which refuses `none` in every spelling, other algorithms and any added header field in
-//! one comparison; claims are then checked here against our own clock, with an explicit
+//! tests check tokens both ways against jsonwebtoken.
+//!
+//! Verification accepts only that exact header, which refuses `none` in every spelling,
+//! other algorithms and any added header field in one comparison; claims are then checked here against our own clock, with an explicit
 //! leeway (jsonwebtoken's own validation would add 60 s unless told otherwise, and never
 //! looks at `iat`).
 

@@ -15,7 +15,8 @@
 #               then send→ack latency at half that rate
 #   connect     64 sockets sending `auth` at once, 20 rounds: auth→ready
 #   revoke      N sockets, half on each instance; 1 000 of their users invalidated one after
-#               the other on the first: close frame vs. HTTP answer on each instance
+#               the other on the first: on it, whether the close frame is in the client's
+#               receive buffer when the HTTP answer is read; on the other, how long after
 #   fanout      100 users sending 1 000 messages/s on the first instance, heard on the second
 #   webhook     the agent a webhook agent; 64 users each sending a message and waiting for the
 #               receiver (in the load generator, answering 204) to get it: deliveries/s and
@@ -162,7 +163,7 @@ lines = [
     f"throughput  {throughput['acked_per_s']:.0f} acked messages/s (64 sockets; goal >= 20 000 on SQLite: {mark(throughput['acked_per_s'] >= 20000)}), "
     f"p99 send->ack {throughput['peak_latency']['p99_ms']:.2f} ms at peak, {throughput['half_rate_latency']['p99_ms']:.2f} ms at {throughput['half_rate_per_s']:.0f}/s (goal <= 5 ms: {mark(throughput['half_rate_latency']['p99_ms'] <= 5)}); CPU per message: server {throughput['cpu']['server_us_per_message']:.0f} µs, load generator {throughput['cpu']['load_generator_us_per_message']:.0f} µs",
     f"connect     auth->ready p50 {connect['auth_to_ready']['p50_ms']:.2f} ms, p99 {connect['auth_to_ready']['p99_ms']:.2f} ms (64 at once; goal <= 5 ms: {mark(connect['auth_to_ready']['p99_ms'] <= 5)})",
-    f"revoke      same instance: {r['same_instance']['closed_before_http_answer']} of {r['revoked'] // 2 + r['revoked'] % 2} closes left before the HTTP answer; "
+    f"revoke      same instance: {r['same_instance']['closed_before_http_answer']} of {r['revoked'] // 2 + r['revoked'] % 2} close frames had reached the client when it read the HTTP answer; "
     f"other instance: p50 {r['other_instance_after_http_answer']['p50_ms']:.1f} ms, p99 {r['other_instance_after_http_answer']['p99_ms']:.1f} ms after it ({r['sockets']} sockets open)",
     f"fanout      {fanout['received_on_other']} of {fanout['sent']} heard on the other instance; send->push there p50 {fanout['send_to_other_instance']['p50_ms']:.1f} ms, p99 {fanout['send_to_other_instance']['p99_ms']:.1f} ms at {fanout['rate_per_s']}/s (goal p99 <= 50 ms: {mark(fanout['send_to_other_instance']['p99_ms'] <= 50)})",
     f"webhook     {webhook['delivered_per_s']:.0f} deliveries/s ({webhook['users']} users, each waiting for its own); send->delivery p50 {webhook['send_to_delivery']['p50_ms']:.1f} ms, p99 {webhook['send_to_delivery']['p99_ms']:.1f} ms",

@@ -27,10 +27,24 @@ for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null 
 # them from the environment), so that the operations behind them are tested past their
 # 401: the bootstrap key pair as HTTP Basic, and a token minted with it as the bearer.
 read -r KEY_ID KEY_SECRET < <(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["bootstrap"]; print(b["keyId"], b["keySecret"])' "$WORK/banner.json")
-TOKEN=$(curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/auth/token" -H 'Content-Type: application/json' \
-    -d "{\"keyId\":\"$KEY_ID\",\"keySecret\":\"$KEY_SECRET\",\"userId\":\"schemathesis\",\"expiresIn\":\"24h\"}" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-export PERFORMCHAT_ST_KEY_ID="$KEY_ID" PERFORMCHAT_ST_KEY_SECRET="$KEY_SECRET" PERFORMCHAT_ST_TOKEN="$TOKEN"
+mint() { # userId → "TOKEN USER_ID": a token for that user, and the user's internal id
+    curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/auth/token" -H 'Content-Type: application/json' \
+        -d "{\"keyId\":\"$KEY_ID\",\"keySecret\":\"$KEY_SECRET\",\"userId\":\"$1\",\"expiresIn\":\"24h\"}" \
+        | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["token"], r["user"]["id"])'
+}
+read -r TOKEN USER_ID < <(mint schemathesis)
+# Another user's token, for the revocation operation to revoke (tests/schemathesis/hooks.py).
+read -r REVOCABLE _ < <(mint schemathesis-revoked)
+# A conversation of that token's user, and a streamed reply in it, for the operations whose
+# path names them (made-up ids only ever reach their 404).
+CONVERSATION=$(curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/chat/conversations" -H "Authorization: Bearer $TOKEN" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["conversation"]["id"])')
+STREAMING=$(curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/agent/conversations/$CONVERSATION/messages" \
+    -u "$KEY_ID:$KEY_SECRET" -H 'Content-Type: application/json' -d '{"text":"","status":"streaming"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"]["id"])')
+export PERFORMCHAT_ST_KEY_ID="$KEY_ID" PERFORMCHAT_ST_KEY_SECRET="$KEY_SECRET" PERFORMCHAT_ST_TOKEN="$TOKEN" \
+    PERFORMCHAT_ST_CONVERSATION="$CONVERSATION" PERFORMCHAT_ST_STREAMING="$STREAMING" \
+    PERFORMCHAT_ST_REVOCABLE="$REVOCABLE" PERFORMCHAT_ST_USER_ID="$USER_ID"
 
 schemathesis --config-file tests/schemathesis/schemathesis.toml run \
     "http://127.0.0.1:$PORT/rest/v1/openapi.json" --max-examples "$EXAMPLES" --seed 1

@@ -9,9 +9,9 @@
 //! tests check tokens both ways against jsonwebtoken.
 //!
 //! Verification accepts only that exact header, which refuses `none` in every spelling,
-//! other algorithms and any added header field in one comparison; claims are then checked here against our own clock, with an explicit
-//! leeway (jsonwebtoken's own validation would add 60 s unless told otherwise, and never
-//! looks at `iat`).
+//! other algorithms and any added header field in one comparison; claims are then checked
+//! here against our own clock, with an explicit leeway (jsonwebtoken's own validation would
+//! add 60 s unless told otherwise, and never looks at `iat`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -17,7 +17,7 @@
 //! `--http` is the instance that takes the calls; `--other` a second instance on the same
 //! database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -478,7 +478,7 @@ async fn revoke(target: &Target, args: &Args) -> Value {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut answered = HashMap::new();
     let mut same_before_answer = 0;
-    let mut late = std::collections::HashSet::new();
+    let mut late = HashSet::new();
     for i in 0..revoked as usize {
         target.invalidate(&format!("revoke_{tag}_{i}")).await;
         answered.insert(i, Instant::now());
@@ -762,7 +762,7 @@ async fn llm(target: &Target, args: &Args) -> Value {
             let first_chunks = first_chunks.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                let mut finished = std::collections::HashSet::new();
+                let mut finished = HashSet::new();
                 let mut repeats = 0;
                 for round in 0..rounds {
                     let question = format!("question {i}-{round}");

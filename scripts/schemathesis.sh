@@ -32,7 +32,8 @@ mint() { # userId → "TOKEN USER_ID": a token for that user, and the user's int
         -d "{\"keyId\":\"$KEY_ID\",\"keySecret\":\"$KEY_SECRET\",\"userId\":\"$1\",\"expiresIn\":\"24h\"}" \
         | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["token"], r["user"]["id"])'
 }
-read -r TOKEN USER_ID < <(mint schemathesis)
+USER_EXTERNAL_ID=schemathesis
+read -r TOKEN USER_ID < <(mint "$USER_EXTERNAL_ID")
 # Another user's token, for the revocation operation to revoke (tests/schemathesis/hooks.py).
 read -r REVOCABLE _ < <(mint schemathesis-revoked)
 # A conversation of that token's user, and a streamed reply in it, for the operations whose
@@ -44,7 +45,8 @@ STREAMING=$(curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/agent/conversations
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["message"]["id"])')
 export PERFORMCHAT_ST_KEY_ID="$KEY_ID" PERFORMCHAT_ST_KEY_SECRET="$KEY_SECRET" PERFORMCHAT_ST_TOKEN="$TOKEN" \
     PERFORMCHAT_ST_CONVERSATION="$CONVERSATION" PERFORMCHAT_ST_STREAMING="$STREAMING" \
-    PERFORMCHAT_ST_REVOCABLE="$REVOCABLE" PERFORMCHAT_ST_USER_ID="$USER_ID"
+    PERFORMCHAT_ST_REVOCABLE="$REVOCABLE" PERFORMCHAT_ST_USER_ID="$USER_ID" \
+    PERFORMCHAT_ST_USER_EXTERNAL_ID="$USER_EXTERNAL_ID"
 
 schemathesis --config-file tests/schemathesis/schemathesis.toml run \
     "http://127.0.0.1:$PORT/rest/v1/openapi.json" --max-examples "$EXAMPLES" --seed 1

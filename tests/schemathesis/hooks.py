@@ -28,7 +28,7 @@ def filter_case(context, case):
     if case.path == "/rest/v1/auth/invalidate" and isinstance(body, dict):
         return (
             body.get("userId") != os.environ["PERFORMCHAT_ST_USER_ID"]
-            and body.get("externalId") != "schemathesis"
+            and body.get("externalId") != os.environ["PERFORMCHAT_ST_USER_EXTERNAL_ID"]
         )
     return True
 

@@ -1,6 +1,7 @@
-# Sourced by the benchmark scripts (scripts/bench.sh, bench-chat.sh, bench-audit.sh): a work
-# directory, and on exit every process in PIDS stopped, the PostgreSQL database PG_NAME
-# dropped (when PG_DROP names the server to drop it on), the work directory removed.
+# Sourced by the scripts that start servers (scripts/bench.sh, bench-chat.sh, bench-audit.sh,
+# bench-instructions.sh, schemathesis.sh): a work directory, and on exit every process in
+# PIDS stopped, the PostgreSQL database PG_NAME dropped (when PG_DROP names the server to drop
+# it on), the work directory removed.
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET_DIR/release/performchat"

@@ -13,20 +13,19 @@ if ! command -v schemathesis >/dev/null 2>&1; then
 fi
 
 cargo build --quiet --bin performchat
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+. scripts/bench-common.sh
+PORT=$(free_port)
 # Failed-authentication blocking is off: schemathesis sends thousands of made-up key pairs.
 "$TARGET_DIR/debug/performchat" --database-url "sqlite://$WORK/st.db" --json serve \
     --listen "127.0.0.1:$PORT" --auth-failures-per-minute 0 >"$WORK/banner.json" 2>"$WORK/server.log" &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PIDS+=("$SERVER")
 for _ in $(seq 1 100); do grep -q "listening on" "$WORK/server.log" 2>/dev/null && break; sleep 0.1; done
 
 # Real credentials for both security schemes (tests/schemathesis/schemathesis.toml reads
 # them from the environment), so that the operations behind them are tested past their
 # 401: the bootstrap key pair as HTTP Basic, and a token minted with it as the bearer.
-read -r KEY_ID KEY_SECRET < <(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["bootstrap"]; print(b["keyId"], b["keySecret"])' "$WORK/banner.json")
+read -r KEY_ID KEY_SECRET < <(banner_key "$WORK/banner.json")
 mint() { # userId → "TOKEN USER_ID": a token for that user, and the user's internal id
     curl -sf -X POST "http://127.0.0.1:$PORT/rest/v1/auth/token" -H 'Content-Type: application/json' \
         -d "{\"keyId\":\"$KEY_ID\",\"keySecret\":\"$KEY_SECRET\",\"userId\":\"$1\",\"expiresIn\":\"24h\"}" \
